@@ -1,0 +1,1 @@
+"""The reference MUSE engine: config, CLIP encoders, tokenizer, pyramid, Mamba blocks, model, weights."""

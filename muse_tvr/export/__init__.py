@@ -1,0 +1,1 @@
+"""Export: ONNX, ONNX Runtime and TensorRT."""

@@ -1,0 +1,273 @@
+"""Reading and writing weights: OpenAI / open_clip CLIP, reference MUSE checkpoints, the engine's own format.
+
+Formats (muse-model.md section 7):
+- OpenAI CLIP: the TorchScript archive (`ViT-B-32.pt`) or a plain state dict; open_clip's state dict of
+  the same architecture has the same key names.
+- Reference MUSE training checkpoints `pytorch_model.bin.N`: a plain pickled dict with `clip.*` and
+  `MS_mamba.*` keys. The pyramid is NOT in them; it comes from a sidecar file (`mamba_stages.*` keys,
+  see `muse_tvr.engine.sidecar`).
+- The engine's own format: a directory with `model.safetensors` (reference key names, pyramid
+  included) and `config.json`.
+Pickles are read with `weights_only=True`. Every mismatch is reported at once, in one error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .config import PRESETS, HeadConfig, MuseConfig, TextConfig, VisionConfig
+from .model import REFERENCE_PREFIXES, MuseModel
+
+# Keys in OpenAI's archive that are hyper-parameters, not weights (the reference deletes them too).
+_CLIP_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+FORMAT_TAG = "muse-tvr/1"
+# Modules the reference CLIP4Clip class registers for other similarity heads or for training only.
+# They can sit in a MUSE checkpoint but take no part in MUSE inference.
+_REFERENCE_UNUSED = ("cross.", "similarity_dense.", "frame_position_embeddings.", "transformerClip.",
+                     "global_mat_weight", "word_logit_weight", "frame_logit_weight", "local_mat_weight",
+                     "frame_mat_weight", "word_mat_weight", "frame_mat_weight2", "word_mat_weight2",
+                     "lstm_visual.", "loss_fct.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model: lists every missing, unexpected and mis-shaped key."""
+
+
+# ----- reading files ----------------------------------------------------------------------------
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file: safetensors, a TorchScript archive, or a pickled (state) dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        elif _is_torchscript(path):
+            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (FileNotFoundError, CheckpointError):
+        raise
+    except Exception as e:  # torch/zip/safetensors raise many types for a damaged file
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
+                              f"checkpoint ({type(e).__name__}: {e})") from e
+    return _unwrap(sd, path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.split("/", 1)[-1].startswith("constants.pkl") for n in zf.namelist())
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError(f"{path} holds no tensors")
+    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+# ----- inferring the architecture ---------------------------------------------------------------
+def _count_indices(sd: dict, prefix: str) -> int:
+    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
+    idx = {int(m.group(1)) for k in sd if (m := pat.match(k))}
+    return max(idx) + 1 if idx else 0
+
+
+def infer_config(sd: dict[str, torch.Tensor], clip_prefix: str = "") -> MuseConfig:
+    """Architecture from CLIP key shapes (and MS_mamba shapes when present); returns a preset if equal."""
+    p = clip_prefix
+    try:
+        conv1 = sd[f"{p}visual.conv1.weight"]
+        vwidth, patch = conv1.shape[0], conv1.shape[-1]
+        grid = round((sd[f"{p}visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = VisionConfig(image_size=grid * patch, patch_size=patch, width=vwidth,
+                              layers=_count_indices(sd, f"{p}visual.transformer.resblocks."),
+                              heads=vwidth // 64, output_dim=sd[f"{p}visual.proj"].shape[1])
+        twidth = sd[f"{p}ln_final.weight"].shape[0]
+        text = TextConfig(vocab_size=sd[f"{p}token_embedding.weight"].shape[0],
+                          context_length=sd[f"{p}positional_embedding"].shape[0], width=twidth,
+                          layers=_count_indices(sd, f"{p}transformer.resblocks."), heads=twidth // 64,
+                          output_dim=sd[f"{p}text_projection"].shape[1])
+    except KeyError as e:
+        raise CheckpointError(f"not a CLIP ViT checkpoint: missing key {e.args[0]!r}") from None
+    head = HeadConfig(d_model=vision.output_dim)
+    depth = _count_indices(sd, "MS_mamba.")
+    if depth:
+        m = "MS_mamba.0.mamba."
+        d_inner = sd[m + "in_proj.weight"].shape[0] // 2
+        head = HeadConfig(d_model=vision.output_dim, depth=depth, d_state=sd[m + "A_log"].shape[1],
+                          d_conv=sd[m + "conv1d.weight"].shape[-1], expand=d_inner // vision.output_dim,
+                          dt_rank=sd[m + "dt_proj.weight"].shape[1])
+    for preset in PRESETS.values():
+        if preset.vision == vision and preset.text == text and _same_head(preset.head, head):
+            return preset
+    return MuseConfig(name=f"ViT-custom/{patch}", vision=vision, text=text, head=head)
+
+
+def _same_head(a: HeadConfig, b: HeadConfig) -> bool:
+    return (a.d_model, a.depth, a.d_state, a.d_conv, a.expand, a.rank) == \
+           (b.d_model, b.depth, b.d_state, b.d_conv, b.expand, b.rank)
+
+
+# ----- loading into a model -------------------------------------------------------------------------
+def model_to_reference_names(model: MuseModel) -> dict[str, torch.Tensor]:
+    """The model's state dict under the reference checkpoint's names (clip.*, MS_mamba.*, mamba_stages.*)."""
+    back = {v: k for k, v in REFERENCE_PREFIXES.items()}
+    out = {}
+    for k, v in model.state_dict().items():
+        for ours, ref in back.items():
+            if k.startswith(ours):
+                out[ref + k[len(ours):]] = v
+                break
+    return out
+
+
+def load_reference_names(model: MuseModel, sd: dict[str, torch.Tensor], parts: tuple[str, ...]) -> None:
+    """Copy tensors named like the reference into `model` for the listed parts ("clip", "head",
+    "pyramid"), checking every key and shape first so that nothing is half-loaded on error."""
+    prefix_of = {"clip": "clip.", "head": "MS_mamba.", "pyramid": "mamba_stages."}
+    expected = {k: v for k, v in model_to_reference_names(model).items()
+                if any(k.startswith(prefix_of[p]) for p in parts)}
+    given = {k: v for k, v in sd.items() if any(k.startswith(prefix_of[p]) for p in parts)}
+    stray = [k for k in sd if not any(k.startswith(pre) for pre in prefix_of.values())]
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected)) + sorted(stray)
+    mismatched = sorted(f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+                        for k in set(given) & set(expected) if given[k].shape != expected[k].shape)
+    if missing or unexpected or mismatched:
+        raise CheckpointError(_mismatch_report(missing, unexpected, mismatched))
+    ours = dict(model.named_parameters())
+    ours.update(dict(model.named_buffers()))
+    with torch.no_grad():
+        for k, v in given.items():
+            for ref, attr in REFERENCE_PREFIXES.items():
+                if k.startswith(ref):
+                    target = ours[attr + k[len(ref):]]
+                    target.copy_(v.to(target.dtype))
+                    break
+    for p in parts:
+        model.weight_sources[p] = "loaded"
+
+
+def _mismatch_report(missing, unexpected, mismatched, limit: int = 20) -> str:
+    lines = ["checkpoint does not match the model:"]
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", mismatched)):
+        if items:
+            lines.append(f"  {len(items)} {title}:")
+            lines += [f"    {x}" for x in items[:limit]]
+            if len(items) > limit:
+                lines.append(f"    ... and {len(items) - limit} more")
+    return "\n".join(lines)
+
+
+def clip_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An OpenAI/open_clip CLIP state dict (or one with the reference's `clip.` prefix) with
+    reference names (`clip.*`), hyper-parameter entries dropped."""
+    if any(k.startswith("clip.") for k in sd):
+        sd = {k[len("clip."):]: v for k, v in sd.items() if k.startswith("clip.")}
+    return {"clip." + k: v for k, v in sd.items() if k not in _CLIP_META_KEYS and k != "attn_mask"}
+
+
+def load_clip(path_or_sd, config: MuseConfig | None = None) -> MuseModel:
+    """A MUSE model whose CLIP towers hold the given CLIP weights; pyramid and head stay RANDOM."""
+    sd = read_state_dict(path_or_sd) if not isinstance(path_or_sd, dict) else path_or_sd
+    sd = clip_state_dict(sd)
+    model = MuseModel(config or infer_config(sd, "clip."))
+    load_reference_names(model, sd, ("clip",))
+    model.weight_sources["clip"] = "CLIP checkpoint"
+    return model
+
+
+def load_reference_checkpoint(path_or_sd, sidecar=None, config: MuseConfig | None = None) -> MuseModel:
+    """A reference MUSE training checkpoint (`clip.*` + `MS_mamba.*`) plus its pyramid sidecar.
+
+    Without a sidecar the pyramid keeps random values, which is NOT the model that was trained: a
+    warning says so and `model.weight_sources["pyramid"]` stays "random".
+    """
+    sd = read_state_dict(path_or_sd) if not isinstance(path_or_sd, dict) else dict(path_or_sd)
+    if not any(k.startswith("MS_mamba.") for k in sd):
+        raise CheckpointError("not a MUSE checkpoint: no 'MS_mamba.*' keys (is this a plain CLIP file? "
+                              "use load_clip)")
+    sd = {k: v for k, v in sd.items()
+          if k.split(".")[-1] not in _CLIP_META_KEYS and not k.startswith(_REFERENCE_UNUSED)}
+    model = MuseModel(config or infer_config(sd, "clip."))
+    parts = ("clip", "head")
+    if sidecar is not None:
+        side = read_state_dict(sidecar) if not isinstance(sidecar, dict) else sidecar
+        sd.update({k: v for k, v in side.items() if k.startswith("mamba_stages.")})
+        parts += ("pyramid",)
+    elif any(k.startswith("mamba_stages.") for k in sd):
+        parts += ("pyramid",)
+    else:
+        warnings.warn(
+            "reference MUSE checkpoint loaded WITHOUT a pyramid sidecar: the reference never saved its "
+            "pyramid, so this model uses random pyramid weights and its scores are meaningless. Create the "
+            "sidecar with `muse-tvr pyramid-sidecar --seed 42 --out pyramid.safetensors` and pass it.",
+            UserWarning, stacklevel=2)
+    load_reference_names(model, sd, parts)
+    return model
+
+
+def save_pretrained(model: MuseModel, directory: str | os.PathLike) -> Path:
+    """The engine's own format: DIR/model.safetensors (reference names, fp32 as stored) + DIR/config.json."""
+    from safetensors.torch import save_file
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model_to_reference_names(model).items()}
+    tmp = directory / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG})
+    os.replace(tmp, directory / "model.safetensors")
+    meta = {"format": FORMAT_TAG, "config": model.config.to_dict(), "weight_sources": model.weight_sources}
+    (directory / "config.json").write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def load_pretrained(directory: str | os.PathLike) -> MuseModel:
+    """Inverse of `save_pretrained`; every key and shape is checked."""
+    directory = Path(directory)
+    cfg_path, w_path = directory / "config.json", directory / "model.safetensors"
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: a muse-tvr model directory holds config.json and "
+                                    f"model.safetensors")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from e
+    if meta.get("format") != FORMAT_TAG:
+        raise CheckpointError(f"{cfg_path}: format {meta.get('format')!r}, expected {FORMAT_TAG!r}")
+    model = MuseModel(MuseConfig.from_dict(meta["config"]))
+    load_reference_names(model, read_state_dict(w_path), ("clip", "head", "pyramid"))
+    model.weight_sources = dict(meta.get("weight_sources", model.weight_sources))
+    return model
+
+
+def load_model(path: str | os.PathLike | None, sidecar=None, config: MuseConfig | None = None) -> MuseModel:
+    """One entry for the CLI: a model directory, a reference checkpoint (+ sidecar), a CLIP file, or
+    None for a randomly initialised model of `config` (default ViT-B/32)."""
+    if path is None:
+        return MuseModel(config or PRESETS["ViT-B/32"])
+    path = Path(path)
+    if path.is_dir():
+        return load_pretrained(path)
+    sd = read_state_dict(path)
+    if any(k.startswith("MS_mamba.") for k in sd):
+        return load_reference_checkpoint(sd, sidecar, config)
+    return load_clip(sd, config)

@@ -160,8 +160,10 @@ VIT_L_14 = MuseConfig(
 # A few-layer, narrow model with the real token geometry (7x7 grid): for tests and quick demos only.
 TINY = MuseConfig(
     name="tiny",
-    vision=VisionConfig(width=64, layers=2, heads=2, output_dim=64),
-    text=TextConfig(width=64, layers=2, heads=2, output_dim=64),
+    # One 64-wide attention head per layer: OpenAI's width // 64 convention, so the architecture can be
+    # read back from a checkpoint's shapes.
+    vision=VisionConfig(width=64, layers=2, heads=1, output_dim=64),
+    text=TextConfig(width=64, layers=2, heads=1, output_dim=64),
     head=HeadConfig(d_model=64, depth=2),
     max_frames=4,
 )

@@ -38,3 +38,12 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     if activation == "silu":
         y = F.silu(y)
     return y.to(x.dtype)
+
+
+def bidirectional_causal_conv_ref(x: torch.Tensor, w_f: torch.Tensor, b_f: torch.Tensor | None,
+                                  w_b: torch.Tensor, b_b: torch.Tensor | None
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both conv branches of a bidirectional Mamba with SiLU: (causal with w_f, anti-causal with w_b).
+    x: (B, L, D); returns (u_f, u_b), each (B, L, D) in x.dtype."""
+    return (causal_conv1d_ref(x, w_f, b_f, activation="silu", reverse=False),
+            causal_conv1d_ref(x, w_b, b_b, activation="silu", reverse=True))

@@ -1,0 +1,226 @@
+"""`muse-tvr encode VIDEOS_OR_DIRS --out GALLERY`: encode videos into a resumable gallery.
+
+Also home of what `search` and `evaluate` share: the model options, building the model (random weights
+seeded so that reruns get the same model and the same fingerprint), and `encode_into_gallery`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32") -> None:
+    p.add_argument("--model", default=None, help="muse-tvr model directory, reference MUSE checkpoint or "
+                   "CLIP file (default: RANDOM weights of --backbone)")
+    p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
+    p.add_argument("--backbone", default=default_backbone,
+                   help="preset for a random model: ViT-B/32, ViT-B/16, ViT-L/14, tiny")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for random weights, so that reruns build the same model (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def model_spec(args: argparse.Namespace) -> dict:
+    """How to rebuild the model; stored in the gallery so that `search` finds the same text encoder."""
+    import os
+    if args.model:
+        return {"model": os.path.abspath(args.model),
+                "sidecar": os.path.abspath(args.sidecar) if args.sidecar else None}
+    return {"backbone": args.backbone or "ViT-B/32", "seed": args.seed}
+
+
+def build_model(spec: dict, threads: int = 0):
+    """(model in eval mode, model_info dict with fingerprint) from a `model_spec`."""
+    import time
+
+    import torch
+
+    from ..engine.config import get_config
+    from ..engine.gallery import model_fingerprint
+    from ..engine.weights import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    if spec.get("model"):
+        model = load_model(spec["model"], spec.get("sidecar"))
+    else:
+        # Random weights come from the global generator: seed it so that the same command rebuilds the
+        # same model (and a gallery made with it can be resumed and searched).
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(spec.get("seed", 0)))
+        try:
+            model = load_model(None, None, get_config(spec.get("backbone", "ViT-B/32")))
+        finally:
+            torch.random.set_rng_state(state)
+    model.eval()
+    t0 = time.perf_counter()
+    fp = model_fingerprint(model)
+    info = {"fingerprint": fp, "name": model.config.name, "weight_sources": dict(model.weight_sources),
+            "spec": spec, "fingerprint_seconds": round(time.perf_counter() - t0, 3)}
+    return model, info
+
+
+def random_weights_banner(info: dict, stream=sys.stderr) -> None:
+    """Say loudly when any part of the model is random: its scores mean nothing."""
+    random_parts = [k for k, v in info["weight_sources"].items() if v == "random"]
+    if not random_parts:
+        return
+    bar = "=" * 78
+    print(bar, file=stream)
+    print(f"WARNING: RANDOM WEIGHTS ({', '.join(random_parts)}) in model {info['name']}"
+          f" (seed {info['spec'].get('seed', '-')}).", file=stream)
+    print("Embeddings, rankings and metrics from it exercise the pipeline; they are NOT meaningful.",
+          file=stream)
+    print("Pass --model with a muse-tvr model directory or a checkpoint for real results.", file=stream)
+    print(bar, file=stream)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="encode video files / folders into a gallery (resumable)",
+                       description="Decode, sample (1 frame/s, at most max_frames), and embed videos into "
+                       "a gallery folder. Rerunning skips videos already encoded with the same model; "
+                       "unreadable files are reported by name and skipped.")
+    p.add_argument("inputs", nargs="+", help="video files, folders of videos, or folders of frame images")
+    p.add_argument("--out", required=True, help="gallery folder (created if missing)")
+    add_model_args(p)
+    p.add_argument("--batch-size", type=int, default=8, help="videos per model call and per saved shard")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 if any file was skipped")
+    p.set_defaults(func=run)
+
+
+def _decode_ahead(paths, load, workers: int, window: int):
+    """Yield (path, SampledVideo or exception) in input order, decoding up to `window` videos ahead on
+    `workers` threads (PyAV releases the GIL while decoding) without queueing the whole list."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def safe(p):
+        try:
+            return load(p)
+        except Exception as e:  # reported per file by the caller
+            return e
+
+    if workers <= 0:
+        for p in paths:
+            yield p, safe(p)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque()
+        it = iter(paths)
+        for p in it:
+            pending.append((p, pool.submit(safe, p)))
+            if len(pending) >= window:
+                break
+        while pending:
+            p, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(safe, nxt)))
+            yield p, fut.result()
+
+
+def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int = 8, workers: int = 2,
+                        progress: bool = True, log=None) -> dict:
+    """Encode `paths` (files or frame folders) into the gallery at `gallery_dir`, skipping those already
+    encoded with this model. Each batch is saved durably before the next one starts.
+
+    Returns {"encoded": [keys], "skipped": [keys already present], "failed": {path: reason},
+             "gallery": Gallery (closed)}."""
+    import numpy as np
+    import torch
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ..engine.gallery import Gallery, file_key
+    from ..engine.video import VideoError, load_video
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    cfg = model.config
+    gallery = Gallery.create_or_open(gallery_dir, info, cfg.embed_dim)
+    result = {"encoded": [], "skipped": [], "failed": {}}
+    try:
+        latest = gallery.latest()
+        todo = []
+        for p in paths:
+            try:
+                k = file_key(p)
+            except OSError as e:
+                result["failed"][str(p)] = f"cannot stat: {e}"
+                continue
+            old = latest.get(k["key"])
+            if old and old[1].get("size") == k["size"] and old[1].get("mtime_ns") == k["mtime_ns"]:
+                result["skipped"].append(k["key"])
+            else:
+                todo.append((p, k))
+        size = cfg.vision.image_size
+        keys = {str(p): k for p, k in todo}
+
+        def load(p):
+            return load_video(str(p), size=size, max_frames=cfg.max_frames)
+
+        batch: list = []
+
+        def flush():
+            if not batch:
+                return
+            frames = torch.stack([b[1][0] for b in batch])
+            mask = torch.stack([b[1][1] for b in batch])
+            emb = model.encode_video(frames, mask).numpy().astype(np.float32)
+            gallery.add(emb, [b[2] for b in batch])
+            result["encoded"].extend(b[2]["key"] for b in batch)
+            batch.clear()
+
+        bar = tqdm(total=len(todo), unit="video", desc="encode", disable=not progress, file=sys.stderr)
+        for p, sampled in _decode_ahead([p for p, _ in todo], load, workers, window=2 * batch_size):
+            if isinstance(sampled, Exception):
+                if not isinstance(sampled, (VideoError, OSError)):
+                    sampled = f"{p}: unexpected {type(sampled).__name__}: {sampled}"
+                result["failed"][str(p)] = str(sampled)
+                bar.write(f"skipped: {sampled}", file=sys.stderr)
+            else:
+                k = keys[str(p)]
+                entry = {**k, "path": str(p), "kind": sampled.kind, "duration": sampled.duration,
+                         "fps": sampled.fps, "frame_count": sampled.frame_count,
+                         "frames_used": len(sampled.indices), "indices": sampled.indices}
+                batch.append((p, sampled.model_input(cfg.max_frames), entry))
+                if len(batch) >= batch_size:
+                    flush()
+            bar.update(1)
+        flush()
+        bar.close()
+        if result["failed"]:
+            gallery.record_failures({str(Path(k).resolve()): v for k, v in result["failed"].items()})
+        gallery.compact()
+    finally:
+        gallery.close()
+    result["gallery"] = gallery
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.video import find_videos
+
+    videos, ignored = find_videos(args.inputs)
+    if not videos:
+        raise ValueError(f"no videos found in {args.inputs} (looked for video files and frame folders)")
+    model, info = build_model(model_spec(args), args.threads)
+    random_weights_banner(info)
+    print(f"model {info['name']} fingerprint {info['fingerprint'][:16]} "
+          f"(hashed in {info['fingerprint_seconds']:.2f} s); {len(videos)} inputs -> {args.out}",
+          file=sys.stderr)
+    if ignored:
+        print(f"ignored {len(ignored)} file(s) without a video/image extension, e.g. {ignored[0]}",
+              file=sys.stderr)
+    res = encode_into_gallery(model, info, videos, args.out, args.batch_size, args.workers)
+    g = res["gallery"]
+    print(f"encoded {len(res['encoded'])}, already in gallery {len(res['skipped'])}, "
+          f"failed {len(res['failed'])}; gallery {args.out} holds {len(g)} videos")
+    if res["failed"]:
+        print(f"{len(res['failed'])} file(s) could not be encoded and were skipped:", file=sys.stderr)
+        for path, reason in res["failed"].items():
+            print(f"  {reason}" if str(reason).startswith(path) else f"  {path}: {reason}", file=sys.stderr)
+    return 1 if (args.strict and res["failed"]) else 0

@@ -1,0 +1,342 @@
+"""Video files, frame folders and arrays -> the frames MUSE sees (muse-model.md section 1).
+
+Sampling follows the reference loader (CLIP4Clip `RawVideoExtractorCV2` with `feature_framerate 1`,
+`slice_framepos 2`):
+
+  step    = int(fps)                       # OpenCV's CAP_PROP_FPS truncated: 29.97 fps -> 29
+  indices = 0, step, 2*step, ...  < N      # one frame per "second"; a clip under 1 s keeps frame 0
+  if len(indices) > max_frames: indices = indices[np.linspace(0, len(indices)-1, max_frames, dtype=int)]
+
+where N is the number of frames the decoder delivers and frame numbers count decoded frames in
+presentation order (what OpenCV's frame position means, also for variable frame rate video). The
+reference loops over seconds 0..ceil(N/step) and stops at the first failed read, which is the same set.
+When the fps is below 1 the reference divides by zero; here every frame is then taken (step 1).
+
+Each kept frame is converted to RGB, resized with Pillow BICUBIC so its short side is `size` (long side
+`int(size * long / short)`, torchvision's rule), and center-cropped with torchvision's rounding. The
+result is bit-identical to torchvision `Resize(size, BICUBIC)` + `CenterCrop(size)` on the same PIL image.
+
+Memory: a file is decoded as a stream; only the (at most max_frames) selected frames are kept, already
+cropped, so a long video never sits in memory. The frame count comes from the container; when it is
+missing (webm, mkv) the packets are counted first, and if the decoder then delivers a different number of
+frames than predicted, a second pass decodes with the corrected selection (never a wrong sample).
+
+Every failure is a `VideoError` whose message starts with the offending path.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .preprocess import normalize, pad_frames
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".flv",
+                    ".wmv", ".3gp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class VideoError(ValueError):
+    """A video (file, frame folder or array) that cannot be read or sampled; the message names it."""
+
+
+@dataclass
+class SampledVideo:
+    """The frames kept from one video.
+
+    frames:      uint8 (T, size, size, 3) RGB, already resized and center-cropped, 1 <= T <= max_frames
+    indices:     source frame number of each kept frame (decoded-frame order / image order / array row)
+    frame_count: frames in the source (decoded frames, images in the folder, rows of the array)
+    fps:         the frame rate used for sampling (None when frames were given already sampled)
+    duration:    seconds, from the container when it says, else frame_count / fps (None if unknown)
+    """
+
+    source: str
+    frames: np.ndarray
+    indices: list[int]
+    frame_count: int
+    fps: float | None
+    duration: float | None
+    kind: str = "file"
+    extra: dict = field(default_factory=dict)
+
+    def model_input(self, max_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP-normalised float32 (max_frames, 3, S, S), zero-padded, and the mask (max_frames,)."""
+        return pad_frames(normalize(self.frames), max_frames)
+
+
+# ----- sampling: pure index arithmetic ----------------------------------------------------------
+def sampling_step(fps: float) -> int:
+    """Frames between two samples: the reference truncates the rate to an int (29.97 -> 29)."""
+    if not np.isfinite(fps) or fps <= 0:
+        raise ValueError(f"frame rate must be positive, got {fps}")
+    return max(1, int(fps))
+
+
+def uniform_subsample(n: int, max_frames: int) -> list[int]:
+    """Positions kept out of n candidates: all if n <= max_frames, else linspace(0, n-1, max_frames)."""
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if n <= max_frames:
+        return list(range(n))
+    return [int(i) for i in np.linspace(0, n - 1, num=max_frames, dtype=int)]
+
+
+def reference_indices(frame_count: int, fps: float, max_frames: int) -> list[int]:
+    """Frame numbers the reference loader keeps from a video of `frame_count` frames at `fps`."""
+    if frame_count < 0:
+        raise ValueError(f"frame_count must be >= 0, got {frame_count}")
+    per_second = list(range(0, frame_count, sampling_step(fps)))
+    return [per_second[i] for i in uniform_subsample(len(per_second), max_frames)]
+
+
+# ----- pixels -------------------------------------------------------------------------------------
+def resize_center_crop(image, size: int = 224):
+    """PIL image -> RGB PIL image of size x size: BICUBIC short side to `size`, then center crop.
+
+    Matches torchvision `Resize(size, BICUBIC)` + `CenterCrop(size)` + `.convert("RGB")` exactly.
+    """
+    from PIL import Image
+
+    w, h = image.size
+    if w < 1 or h < 1:
+        raise ValueError(f"image has no pixels ({w}x{h})")
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    if (new_w, new_h) != (w, h):  # torchvision returns the image untouched when nothing changes
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    # torchvision pads when the image is smaller than the crop; after the resize that can only happen
+    # for a long side that truncates below `size`, which needs short == long and cannot occur.
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size)).convert("RGB")
+
+
+def _crop_array(frame: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(resize_center_crop(Image.fromarray(frame), size))
+
+
+# ----- video files --------------------------------------------------------------------------------
+def _open(path: str):
+    import av
+
+    try:
+        return av.open(path)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoError(f"{path}: cannot open: corrupt, truncated or not a video ({_reason(e)})") from e
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.replace("\n", " ")[:200]
+
+
+def _frame_rate(stream) -> float | None:
+    for rate in (stream.guessed_rate, stream.average_rate, stream.base_rate):
+        if rate is not None and float(rate) > 0:
+            return float(rate)
+    if stream.time_base is not None and float(stream.time_base) > 0:
+        return 1.0 / float(stream.time_base)
+    return None
+
+
+def _count_packets(path: str) -> int:
+    """Video packets in the file: the frame count when the container does not state it (webm, mkv)."""
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        return sum(1 for p in container.demux(stream) if p.size > 0)
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: the file is corrupt or truncated ({_reason(e)})") from e
+    finally:
+        container.close()
+
+
+def _decode_selected(path: str, wanted: Sequence[int], size: int) -> tuple[dict[int, np.ndarray], int]:
+    """Decode every frame of the first video stream in order; crop and keep only `wanted` ones.
+
+    Returns ({frame number: (size, size, 3) uint8}, number of decoded frames)."""
+    import av
+
+    wanted_set = set(wanted)
+    kept: dict[int, np.ndarray] = {}
+    container = _open(path)
+    n = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if n in wanted_set:
+                kept[n] = np.asarray(resize_center_crop(frame.to_image(), size))
+            n += 1
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: the file is corrupt or truncated; decoding failed after {n} frames "
+                         f"({_reason(e)})") from e
+    finally:
+        container.close()
+    return kept, n
+
+
+def probe_video(path: str | os.PathLike) -> dict:
+    """Container facts without decoding: fps (float), frame_count (int, 0 if unstated), duration (s)."""
+    path = str(path)
+    container = _open(path)
+    try:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise VideoError(f"{path}: has no video stream (contains: {', '.join(kinds)}); audio-only or "
+                             f"not a video")
+        stream = container.streams.video[0]
+        fps = _frame_rate(stream)
+        if fps is None:
+            raise VideoError(f"{path}: the video stream states no frame rate")
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        return {"fps": fps, "frame_count": int(stream.frames or 0), "duration": duration,
+                "width": stream.codec_context.width, "height": stream.codec_context.height}
+    finally:
+        container.close()
+
+
+def load_video_file(path: str | os.PathLike, size: int = 224, max_frames: int = 12) -> SampledVideo:
+    """Decode and sample one video file as the reference does (see the module docstring)."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: the file is empty (0 bytes)")
+    info = probe_video(path)
+    fps = info["fps"]
+    predicted = info["frame_count"] or _count_packets(path)
+    wanted = reference_indices(predicted, fps, max_frames)
+    kept, n = _decode_selected(path, wanted, size)
+    if n == 0:
+        raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video stream)")
+    actual = reference_indices(n, fps, max_frames)
+    if actual != wanted:  # the container's frame count was wrong: decode again with the right selection
+        kept, n2 = _decode_selected(path, actual, size)
+        if n2 != n:
+            raise VideoError(f"{path}: decoding is not repeatable ({n} then {n2} frames); corrupt file?")
+    duration = info["duration"] if info["duration"] else n / fps
+    return SampledVideo(source=path, frames=np.stack([kept[i] for i in actual]), indices=actual,
+                        frame_count=n, fps=fps, duration=duration, kind="file",
+                        extra={"width": info["width"], "height": info["height"]})
+
+
+# ----- frame folders and arrays ----------------------------------------------------------------------
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def frame_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside `folder`, in natural order (frame_2 before frame_10)."""
+    folder = Path(folder)
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: _natural_key(p.name))
+
+
+def load_frame_folder(folder: str | os.PathLike, size: int = 224, max_frames: int = 12,
+                      fps: float | None = None) -> SampledVideo:
+    """A folder of frame images (natural order). Without `fps` the images are taken as already sampled
+    at one per second (only the linspace step applies); with `fps` they are sampled like a decoded video.
+    Only the selected images are opened."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VideoError(f"{folder}: no such folder")
+    images = frame_images(folder)
+    if not images:
+        raise VideoError(f"{folder}: holds no frame images ({', '.join(IMAGE_EXTENSIONS)})")
+    if fps is None:
+        indices = [list(range(len(images)))[i] for i in uniform_subsample(len(images), max_frames)]
+    else:
+        indices = reference_indices(len(images), fps, max_frames)
+    frames = []
+    for i in indices:
+        try:
+            with Image.open(images[i]) as im:
+                frames.append(np.asarray(resize_center_crop(im.convert("RGB"), size)))
+        except (UnidentifiedImageError, OSError) as e:
+            raise VideoError(f"{images[i]}: cannot read frame image ({_reason(e)})") from e
+    return SampledVideo(source=str(folder), frames=np.stack(frames), indices=indices,
+                        frame_count=len(images), fps=fps,
+                        duration=len(images) / fps if fps else float(len(images)), kind="frames")
+
+
+def load_array(frames: np.ndarray | torch.Tensor, size: int = 224, max_frames: int = 12,
+               fps: float | None = None, name: str = "<array>") -> SampledVideo:
+    """In-memory uint8 RGB frames (N, H, W, 3). With `fps` they are treated as every decoded frame and
+    sampled at one per second; without, as already sampled (only the linspace step applies)."""
+    arr = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise VideoError(f"{name}: frames must be (N, H, W, 3) RGB, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise VideoError(f"{name}: frames must be uint8 in [0, 255], got {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise VideoError(f"{name}: frames array is empty, shape {arr.shape}")
+    n = arr.shape[0]
+    indices = uniform_subsample(n, max_frames) if fps is None else reference_indices(n, fps, max_frames)
+    out = np.stack([_crop_array(np.ascontiguousarray(arr[i]), size) for i in indices])
+    return SampledVideo(source=name, frames=out, indices=indices, frame_count=n, fps=fps,
+                        duration=n / fps if fps else None, kind="array")
+
+
+def load_video(source, size: int = 224, max_frames: int = 12, fps: float | None = None) -> SampledVideo:
+    """One entry point: a video file path, a folder of frame images, or a (N, H, W, 3) uint8 array.
+    `fps` applies to folders and arrays only (a file states its own rate)."""
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return load_array(source, size, max_frames, fps)
+    if os.path.isdir(source):
+        return load_frame_folder(source, size, max_frames, fps)
+    return load_video_file(source, size, max_frames)
+
+
+# ----- finding inputs --------------------------------------------------------------------------------
+def find_videos(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """Expand command-line arguments into videos: files are taken as given; folders are searched
+    recursively for files with a video extension, and a folder holding frame images but no video files
+    counts as one frame-folder video. Returns (videos in sorted order, files skipped for their extension).
+    A missing path raises FileNotFoundError."""
+    videos: list[Path] = []
+    ignored: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file():
+            videos.append(p)
+            continue
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            root_p = Path(root)
+            names = sorted(files, key=_natural_key)
+            vids = [root_p / f for f in names if Path(f).suffix.lower() in VIDEO_EXTENSIONS]
+            imgs = [f for f in names if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+            if vids:
+                videos.extend(vids)
+            elif imgs:
+                videos.append(root_p)
+            ignored.extend(root_p / f for f in names
+                           if Path(f).suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+                           and not f.startswith("."))
+    seen, unique = set(), []
+    for v in videos:
+        key = v.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(v)
+    return unique, ignored

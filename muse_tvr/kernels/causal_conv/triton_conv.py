@@ -129,7 +129,9 @@ def conv_aot_spec(dtype: str = "bf16", width: int = 4, block_l: int = 32, block_
                  "W": "constexpr", "BLOCK_L": "constexpr", "BLOCK_D": "constexpr"}
     return {"fn": _biconv_kernel, "signature": signature,
             "constexprs": {"W": width, "BLOCK_L": block_l, "BLOCK_D": block_d},
-            "grid": "(B, cdiv(L, BLOCK_L), cdiv(D, BLOCK_D))"}
+            "grid": "(B, cdiv(L, BLOCK_L), cdiv(D, BLOCK_D))", "options": {"num_warps": 4}}
 
 
+# name -> function(dtype="bf16", ...) returning {"fn", "signature", "constexprs", "grid", "options"}:
+# triton.compile(ASTSource(fn, signature, constexprs), target=..., options=options).
 AOT_SPECS = {"bidirectional_causal_conv": conv_aot_spec}

@@ -181,3 +181,16 @@ def test_pickle_loading_is_weights_only(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.bin", _use_new_zipfile_serialization=True)
     with pytest.raises(CheckpointError, match=re.escape("evil.bin")):
         read_state_dict(tmp_path / "evil.bin")
+
+
+def test_sidecar_for_another_backbone_is_refused(tiny, tmp_path):
+    from muse_tvr.engine.sidecar import save_sidecar
+    ref = model_to_reference_names(tiny)
+    pyramid = {k: v for k, v in ref.items() if k.startswith("mamba_stages.")}
+    save_sidecar(pyramid, tmp_path / "p.safetensors", {"backbone": "ViT-B/16", "seed": 42})
+    ckpt = {k: v for k, v in ref.items() if not k.startswith("mamba_stages.")}
+    with pytest.raises(ValueError, match="made for backbone 'ViT-B/16'"):
+        load_reference_checkpoint(ckpt, tmp_path / "p.safetensors", config=TINY)
+    save_sidecar(pyramid, tmp_path / "q.safetensors", {"backbone": "tiny", "seed": 42})
+    m = load_reference_checkpoint(ckpt, tmp_path / "q.safetensors", config=TINY)
+    assert m.weight_sources["pyramid"] == "loaded"

@@ -207,10 +207,12 @@ def load_reference_checkpoint(path_or_sd, sidecar=None, config: MuseConfig | Non
                               "use load_clip)")
     sd = {k: v for k, v in sd.items()
           if k.split(".")[-1] not in _CLIP_META_KEYS and not k.startswith(_REFERENCE_UNUSED)}
-    model = MuseModel(config or infer_config(sd, "clip."))
+    config = config or infer_config(sd, "clip.")
+    model = MuseModel(config)
     parts = ("clip", "head")
     if sidecar is not None:
-        side = read_state_dict(sidecar) if not isinstance(sidecar, dict) else sidecar
+        from .sidecar import load_sidecar  # checks backbone, keys, shapes and checksum of the file
+        side = load_sidecar(sidecar, config) if not isinstance(sidecar, dict) else sidecar
         sd.update({k: v for k, v in side.items() if k.startswith("mamba_stages.")})
         parts += ("pyramid",)
     elif any(k.startswith("mamba_stages.") for k in sd):

@@ -30,6 +30,8 @@ class MuseModel(nn.Module):
         self.head = MuseHead(config.head)
         # Set by the weight loaders: which parts hold trained values ("random" until loaded).
         self.weight_sources: dict[str, str] = {"clip": "random", "pyramid": "random", "head": "random"}
+        # Which head backend encode_tokens uses: "auto" = triton on CUDA, reference otherwise (backend.py).
+        self.backend = "auto"
 
     # ----- precision -------------------------------------------------------------------------
     def set_precision(self, clip_dtype: torch.dtype = torch.float32,
@@ -99,7 +101,8 @@ class MuseModel(nn.Module):
         if not tokens.is_floating_point():
             raise ValueError(f"tokens must be floating point, got {tokens.dtype}")
         mask = self._check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
-        seq = self.head(self.build_sequence(tokens))
+        from .backend import run_head
+        seq = run_head(self.head, self.build_sequence(tokens), self.backend)
         return pool_frames(readout(seq, tokens.shape[1], self.config.head.order), mask)
 
     @torch.no_grad()

@@ -59,7 +59,8 @@ def test_head_matches_reference_bf16():
 
 
 def test_model_head_end_to_end_matches_reference():
-    """encode_tokens on one frame of TINY (L = 1 + 9 + 49 + 196 = 255 tokens) through both backends."""
+    """encode_tokens on one frame of TINY (L = 1 + 9 + 49 + 196 = 255 tokens) through both backends
+    (the triton side also runs the fused pyramid kernel when muse_tvr.kernels.pyramid provides it)."""
     model = MuseModel(TINY).eval()
     randomize(model.head)
     tokens = torch.randn(1, 1, 50, TINY.embed_dim)

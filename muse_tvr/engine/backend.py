@@ -152,6 +152,19 @@ def fast_head(head) -> FastHead:
     return hit[1]
 
 
+def build_sequence(model, tokens: torch.Tensor, backend: str | None = "auto") -> torch.Tensor:
+    """model.build_sequence on the selected backend: CLIP tokens (B, T, 1+g*g, C) -> (B, L, C) head dtype.
+    The triton backend uses the fused pyramid kernel (muse_tvr.kernels.pyramid) when it is available."""
+    if resolve_backend(backend, tokens.device) == "triton":
+        try:
+            from ..kernels.pyramid import build_sequence_triton
+        except ImportError:
+            build_sequence_triton = None
+        if build_sequence_triton is not None:
+            return build_sequence_triton(model, tokens)
+    return model.build_sequence(tokens)
+
+
 def run_head(head, seq: torch.Tensor, backend: str | None = "auto") -> torch.Tensor:
     """The MUSE head on the selected backend: seq (B, L, d) in the head dtype -> (B, L, d)."""
     if resolve_backend(backend, seq.device) == "reference":
@@ -231,8 +244,8 @@ class VideoEncoder:
     def _encode_unchecked(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         from .sequence import pool_frames, readout
         m = self.model
-        tokens = m.encode_frames(frames)
-        seq = run_head(m.head, m.build_sequence(tokens), getattr(m, "backend", "auto"))
+        backend = getattr(m, "backend", "auto")
+        seq = run_head(m.head, build_sequence(m, m.encode_frames(frames), backend), backend)
         return pool_frames(readout(seq, frames.shape[1], m.config.head.order), mask)
 
     def _graphed(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

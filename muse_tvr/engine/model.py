@@ -101,8 +101,8 @@ class MuseModel(nn.Module):
         if not tokens.is_floating_point():
             raise ValueError(f"tokens must be floating point, got {tokens.dtype}")
         mask = self._check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
-        from .backend import run_head
-        seq = run_head(self.head, self.build_sequence(tokens), self.backend)
+        from .backend import build_sequence, run_head
+        seq = run_head(self.head, build_sequence(self, tokens, self.backend), self.backend)
         return pool_frames(readout(seq, tokens.shape[1], self.config.head.order), mask)
 
     @torch.no_grad()

@@ -15,6 +15,8 @@ Layout (B, L, D) and signatures mirror `reference.py`; A is float32 (D, N); the 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -93,10 +95,13 @@ def bidirectional_scan_chunked(u_f: torch.Tensor, delta_f: torch.Tensor, B_f: to
 
 
 @torch.no_grad()
-def muse_head_forward_chunked(head: torch.nn.Module, seq: torch.Tensor, block: int = DEFAULT_BLOCK) -> torch.Tensor:
+def muse_head_forward_chunked(head: torch.nn.Module, seq: torch.Tensor, block: int = DEFAULT_BLOCK,
+                              scan: Callable | None = None) -> torch.Tensor:
     """The MUSE head (`muse_tvr.engine.mamba.MuseHead`) on the chunked scan: the CPU fast path.
 
-    seq: (B, L, d_model) float -> (B, L, d_model). Uses the head's own parameters; additionally folds
+    seq: (B, L, d_model) float -> (B, L, d_model). `scan` replaces the bidirectional scan (any function
+    with `bidirectional_scan_ref`'s signature, e.g. the Triton kernel on CUDA); by default the blocked
+    scan with `block` steps per block. Uses the head's own parameters; additionally folds
     out_proj (no bias) and temporal_fc into one d x d matrix, since only an identity dropout sits between
     them (engine-notes section 2), which saves one GEMM per block.
     """
@@ -116,8 +121,8 @@ def muse_head_forward_chunked(head: torch.nn.Module, seq: torch.Tensor, block: i
             dt_in, Bm, Cm = torch.split(F.linear(u, xp_w), [m.dt_rank, m.d_state, m.d_state], dim=-1)
             branches.append((u, F.linear(dt_in, dt_w), Bm, Cm, A, D, dt_b))
         (u_f, dl_f, B_f, C_f, A_f, D_f, b_f), (u_b, dl_b, B_b, C_b, A_b, D_b, b_b) = branches
-        y = bidirectional_scan_chunked(u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z, A_f, A_b, D_f, D_b,
-                                       b_f, b_b, block)
+        args = (u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z, A_f, A_b, D_f, D_b, b_f, b_b)
+        y = bidirectional_scan_chunked(*args, block=block) if scan is None else scan(*args)
         w_fold = blk.temporal_fc.weight @ m.out_proj.weight
         x_seq = x_seq + F.linear(y, w_fold, blk.temporal_fc.bias)
     return x_seq

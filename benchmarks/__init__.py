@@ -1,0 +1,1 @@
+"""Benchmarks: registry (what), run (harness), visualize (plots). Run from the repository root."""

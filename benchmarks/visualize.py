@@ -1,0 +1,74 @@
+"""Plot latency vs sequence length (head target, batch 1): Mamba backends vs the Transformer baselines.
+
+    python -m benchmarks.visualize benchmarks/results/full-cpu.json   # writes full-cpu.png beside it
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+STYLE = {  # Mamba solid, Transformers dashed, so the two families read apart without a legend lookup
+    "reference": dict(color="#7f7f7f", linestyle="-", marker="o", label="MUSE head, PyTorch reference (loop scan)"),
+    "cpu-chunked": dict(color="#1f77b4", linestyle="-", marker="o", label="MUSE head, blocked CPU scan"),
+    "triton": dict(color="#2ca02c", linestyle="-", marker="o", label="MUSE head, Triton"),
+    "ort-oplib": dict(color="#9467bd", linestyle="-", marker="o", label="MUSE head, ONNX Runtime + op library"),
+    "transformer-depth": dict(color="#d62728", linestyle="--", marker="s", label="Transformer, 4 blocks (depth-matched)"),
+    "transformer-param": dict(color="#ff7f0e", linestyle="--", marker="s", label="Transformer, 2 blocks (param-matched)"),
+}
+
+
+def plot_latency(result: dict, out: Path, target: str = "head", batch: int = 1) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["records"]
+            if r.get("status") == "ok" and r["target"] == target and r["batch"] == batch]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for backend, style in STYLE.items():
+        pts = sorted((r["seq_len"], r["median_s"] * 1e3, r["q1_s"] * 1e3, r["q3_s"] * 1e3, r["model"])
+                     for r in rows if r["backend"] == backend)
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, capsize=3, linewidth=1.6, markersize=5, **style)
+    for length, name in ((3060, "ViT-B/32, 12 frames"), (12360, "ViT-B/16, 12 frames")):
+        if any(r["seq_len"] == length for r in rows):
+            ax.axvline(length, color="#bbbbbb", linewidth=0.8, zorder=0)
+            ax.text(length, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=8, color="#555555",
+                    va="top", rotation=90)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length L (tokens)")
+    ax.set_ylabel("latency per call, ms (median, bars = IQR)")
+    m = result["machine"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
+    ax.set_title(f"Sequence learner latency, batch {batch}: Mamba (solid) vs Transformer (dashed)\n"
+                 f"{where}, {m['date'][:10]}, commit {m['git_commit'][:8]}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("results", type=Path, help="a JSON file written by benchmarks.run")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    args = p.parse_args(argv)
+    if not args.results.is_file():
+        raise SystemExit(f"no such results file: {args.results}")
+    result = json.loads(args.results.read_text())
+    print(plot_latency(result, args.out or args.results.with_suffix(".png"), batch=args.batch))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

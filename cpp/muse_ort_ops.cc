@@ -1,0 +1,115 @@
+// ONNX Runtime custom-op library for muse-tvr's exported models (domain "muse").
+//
+// Kernels registered (the op contract is muse_tvr/export/contracts.py; tests compare this list with it):
+//   muse::BiSelectiveScan  float   and  float16 activations (A, D, dt bias always float)
+// MusePyramidSequence has no C++ kernel: export the pyramid decomposed (the default), or load a file that
+// carries its function body (portable / plugin variants), which ONNX Runtime inlines.
+//
+// Load it from Python with SessionOptions.register_custom_ops_library(path), from C++ with
+// Ort::SessionOptions::RegisterCustomOpsLibrary(path). Threads: MUSE_OPS_THREADS (default: all cores).
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#define ORT_API_MANUAL_INIT
+#include "onnxruntime_cxx_api.h"
+#undef ORT_API_MANUAL_INIT
+#include "onnxruntime_lite_custom_op.h"
+
+#include "bi_scan.h"
+
+namespace {
+
+using Ort::Custom::Tensor;
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << (s.size() == 1 ? ",)" : ")");
+  return os.str();
+}
+
+Ort::Status bad(const std::string& msg) {
+  return Ort::Status(("muse::BiSelectiveScan: " + msg).c_str(), ORT_INVALID_ARGUMENT);
+}
+
+template <typename T>
+Ort::Status BiSelectiveScan(const Tensor<T>& u_f, const Tensor<T>& delta_f, const Tensor<T>& B_f,
+                            const Tensor<T>& C_f, const Tensor<T>& u_b, const Tensor<T>& delta_b,
+                            const Tensor<T>& B_b, const Tensor<T>& C_b, const Tensor<T>& z,
+                            const Tensor<float>& A_f, const Tensor<float>& A_b, const Tensor<float>& D_f,
+                            const Tensor<float>& D_b, const Tensor<float>& bias_f, const Tensor<float>& bias_b,
+                            Tensor<T>& y) {
+  const auto us = u_f.Shape();
+  if (us.size() != 3) return bad("u_f must be (B, L, D), got " + shape_str(us));
+  const int64_t Bt = us[0], L = us[1], Dm = us[2];
+  struct Named { const char* name; std::vector<int64_t> shape; };
+  const std::vector<int64_t> n_shape = A_f.Shape();
+  if (n_shape.size() != 2 || n_shape[0] != Dm) return bad("A_f must be (D, N) with D = " + std::to_string(Dm) +
+                                                         ", got " + shape_str(n_shape));
+  const int64_t N = n_shape[1];
+  if (N < 1 || N > 64) return bad("d_state N must be in [1, 64], got " + std::to_string(N));
+  const std::vector<int64_t> bld{Bt, L, Dm}, bln{Bt, L, N}, dn{Dm, N}, d1{Dm};
+  const Named checks[] = {{"delta_f", delta_f.Shape()}, {"u_b", u_b.Shape()}, {"delta_b", delta_b.Shape()},
+                          {"z", z.Shape()}, {"B_f", B_f.Shape()}, {"C_f", C_f.Shape()}, {"B_b", B_b.Shape()},
+                          {"C_b", C_b.Shape()}, {"A_b", A_b.Shape()}, {"D_f", D_f.Shape()},
+                          {"D_b", D_b.Shape()}, {"delta_bias_f", bias_f.Shape()},
+                          {"delta_bias_b", bias_b.Shape()}};
+  const std::vector<int64_t>* want[] = {&bld, &bld, &bld, &bld, &bln, &bln, &bln, &bln, &dn, &d1, &d1, &d1, &d1};
+  for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); ++i)
+    if (checks[i].shape != *want[i])
+      return bad(std::string(checks[i].name) + " must have shape " + shape_str(*want[i]) + ", got " +
+                 shape_str(checks[i].shape));
+  T* out = y.Allocate(bld);
+  if (Bt * L * Dm == 0) return Ort::Status{nullptr};
+  muse::ScanDirection fwd{u_f.Data(), delta_f.Data(), B_f.Data(), C_f.Data(), A_f.Data(), D_f.Data(),
+                          bias_f.Data()};
+  muse::ScanDirection bwd{u_b.Data(), delta_b.Data(), B_b.Data(), C_b.Data(), A_b.Data(), D_b.Data(),
+                          bias_b.Data()};
+  if constexpr (std::is_same_v<T, float>) {
+    muse::bi_scan<float>(fwd, bwd, z.Data(), out, Bt, L, Dm, N, muse::default_threads(),
+                         [](float v) { return v; }, [](float v, float* o) { *o = v; });
+  } else {
+    muse::bi_scan<T>(fwd, bwd, z.Data(), out, Bt, L, Dm, N, muse::default_threads(),
+                     [](T v) { return v.ToFloat(); }, [](float v, T* o) { *o = T(v); });
+  }
+  return Ort::Status{nullptr};
+}
+
+}  // namespace
+
+extern "C" {
+
+// The entry point ONNX Runtime looks up in a custom-op library.
+__attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                                 const OrtApiBase* api) {
+  Ort::InitApi(api->GetApi(ORT_API_VERSION));
+  // Static: ONNX Runtime keeps raw pointers to the domain and ops for the process's lifetime.
+  static Ort::CustomOpDomain domain{"muse"};
+  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> scan_f32{Ort::Custom::CreateLiteCustomOp(
+      "BiSelectiveScan", "CPUExecutionProvider", BiSelectiveScan<float>)};
+  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> scan_f16{Ort::Custom::CreateLiteCustomOp(
+      "BiSelectiveScan", "CPUExecutionProvider", BiSelectiveScan<Ort::Float16_t>)};
+  static bool added = false;
+  if (!added) {
+    domain.Add(scan_f32.get());
+    domain.Add(scan_f16.get());
+    added = true;
+  }
+  try {
+    Ort::UnownedSessionOptions(options).Add(domain);
+  } catch (const std::exception& e) {
+    Ort::Status status{e};
+    return status.release();
+  }
+  return nullptr;
+}
+
+// For tests: the kernels this library registers, one "domain,op_type,type" per line.
+__attribute__((visibility("default"))) const char* MuseOrtOpsKernels() {
+  return "muse,BiSelectiveScan,float\nmuse,BiSelectiveScan,float16\n";
+}
+
+}  // extern "C"

@@ -60,8 +60,9 @@ def build_model(spec: dict, threads: int = 0):
     return model, info
 
 
-def random_weights_banner(info: dict, stream=sys.stderr) -> None:
+def random_weights_banner(info: dict, stream=None) -> None:
     """Say loudly when any part of the model is random: its scores mean nothing."""
+    stream = stream or sys.stderr  # looked up per call: tests and callers may swap sys.stderr
     random_parts = [k for k, v in info["weight_sources"].items() if v == "random"]
     if not random_parts:
         return

@@ -31,8 +31,8 @@ def search_gallery(model, gallery, queries: list[str], k: int, chunk_rows: int =
 
     ids = ClipTokenizer()(queries, model.config.max_words)
     text = model.encode_text(ids).numpy()
-    live = gallery.live_mask()
-    scores, rows = topk_search(text, gallery.iter_chunks(chunk_rows), k, live=None if live.all() else live)
+    live = gallery.live_mask() if gallery.has_superseded else None
+    scores, rows = topk_search(text, gallery.iter_chunks(chunk_rows), k, live=live)
     scale = math.exp(float(model.clip.logit_scale.detach().float()))
     out = []
     for qi in range(len(queries)):

@@ -103,6 +103,7 @@ class Gallery:
         self.manifest = manifest
         self.writable = writable
         self._entry_cache: dict[str, list[dict]] = {}
+        self._keys: set[str] | None = None
         self._offsets = np.cumsum([0] + [s["rows"] for s in manifest["shards"]])
 
     # --- opening ---
@@ -148,7 +149,8 @@ class Gallery:
                 g.writable = True
             else:
                 manifest = {"format": FORMAT_TAG, "model": model_info, "dim": int(dim), "dtype": "float32",
-                            "shards": [], "next_shard": 1, "failed": {}, "created": time.time()}
+                            "shards": [], "next_shard": 1, "superseded": 0, "failed": {},
+                            "created": time.time()}
                 atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1).encode())
                 g = cls(root, manifest, writable=True)
             g._remove_orphans()
@@ -202,8 +204,14 @@ class Gallery:
             raise IndexError(f"row {row} out of range for a gallery of {len(self)}")
         return self.shard_entries(self.manifest["shards"][i]["name"])[row - int(self._offsets[i])]
 
+    @property
+    def has_superseded(self) -> bool:
+        return self.manifest.get("superseded", 0) > 0
+
     def live_mask(self) -> np.ndarray:
         """bool (rows,): False for rows superseded by a later row of the same key."""
+        if not self.has_superseded:
+            return np.ones(len(self), dtype=bool)
         last: dict[str, int] = {}
         for i, e in enumerate(self.entries()):
             last[e["key"]] = i
@@ -273,6 +281,13 @@ class Gallery:
             return
         if any("key" not in e for e in entries):
             raise ValueError("every gallery entry needs a 'key'")
+        if self._keys is None:
+            self._keys = {e["key"] for e in self.entries()}
+        # Counted here so that readers of a gallery without superseded rows never parse all metadata.
+        for e in entries:
+            if e["key"] in self._keys:
+                self.manifest["superseded"] = self.manifest.get("superseded", 0) + 1
+            self._keys.add(e["key"])
         shard = self._write_shard(emb, entries)
         self.manifest["shards"].append(shard)
         for e in entries:
@@ -291,6 +306,7 @@ class Gallery:
         self._check_writable()
         shards = self.manifest["shards"]
         live = self.live_mask()
+        self._keys = None
         small = [i for i, s in enumerate(shards) if s["rows"] < small_rows]
         has_dead = not live.all()
         if len(small) < 2 and not has_dead:
@@ -308,6 +324,7 @@ class Gallery:
         if len(rows):
             keep.append(self._write_shard(new_emb, new_entries))
         self.manifest["shards"] = keep
+        self.manifest["superseded"] = 0
         self._save_manifest()
         for name in old:  # only after the manifest no longer lists them
             for suffix in (".safetensors", ".json"):

@@ -1,0 +1,44 @@
+"""`muse-tvr export onnx`: write ONNX files of the video encoder, the MUSE head and the text encoder."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model (ONNX; see docs/onnx.md)")
+    fmt = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    o = fmt.add_parser("onnx", help="ONNX files with muse custom-op nodes, three variants, JSON sidecars")
+    o.add_argument("--model", default=None, help="model directory, reference checkpoint or CLIP file "
+                   "(default: a randomly initialised model of --backbone)")
+    o.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
+    o.add_argument("--backbone", default="ViT-B/32", help="preset when no --model is given (e.g. tiny)")
+    o.add_argument("--out", required=True, help="output directory")
+    o.add_argument("--parts", nargs="+", default=["video", "head", "text"], choices=["video", "head", "text"])
+    o.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"])
+    o.add_argument("--variants", nargs="+", default=["plugin", "portable", "plugin-nofunc"],
+                   choices=["plugin", "portable", "plugin-nofunc"])
+    o.add_argument("--opset", type=int, default=18)
+    o.add_argument("--pyramid", default="decomposed", choices=["decomposed", "op"],
+                   help="pyramid as standard ONNX ops (default) or one MusePyramidSequence node")
+    o.add_argument("--no-aot", action="store_true", help="plugin variants get aot=0 (TensorRT JIT plugin)")
+    o.add_argument("--verify", action="store_true",
+                   help="after export, compare PyTorch vs ORT (op library and portable) like `muse-tvr compare`"
+                        " and fail if they disagree beyond tolerance")
+    o.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.config import get_config
+    from ..engine.weights import load_model
+    from ..export.onnx_export import export_all
+
+    model = load_model(args.model, args.sidecar, None if args.model else get_config(args.backbone)).eval()
+    if "random" in model.weight_sources.values():
+        print(f"note: weights {model.weight_sources} (random parts export fine but give meaningless scores)")
+    files = export_all(model, args.out, args.parts, args.dtype, args.variants, args.opset, args.pyramid,
+                       aot=not args.no_aot)
+    print(f"{len(files)} files in {args.out}")
+    if args.verify:
+        from .compare import compare_files
+        compare_files(model, files)
+    return 0

@@ -45,6 +45,18 @@ def test_add_reopen_and_read_back(tmp_path):
         Gallery.create_or_open(tmp_path, FP, 8).add(emb[:3], _entries("xy"))
 
 
+def test_damaged_shard_is_reported(tmp_path):
+    with Gallery.create_or_open(tmp_path, FP, 8) as g:
+        g.add(_rows(4), _entries("abcd"))
+    shard = tmp_path / "shard-000001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(GalleryError, match="shard-000001.safetensors"):
+        list(Gallery.open(tmp_path).iter_chunks())
+    shard.write_bytes(b"nonsense")
+    with pytest.raises(GalleryError, match="not a gallery shard"):
+        list(Gallery.open(tmp_path).iter_chunks())
+
+
 def test_other_model_is_refused(tmp_path):
     Gallery.create_or_open(tmp_path, FP, 8).close()
     with pytest.raises(GalleryError, match="not the current model"):

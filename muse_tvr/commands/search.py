@@ -15,13 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("queries", nargs="+", help="text queries")
     p.add_argument("--gallery", required=True, help="gallery folder made by `muse-tvr encode`")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--chunk-rows", type=int, default=65536, help="gallery rows scored per step")
+    p.add_argument("--chunk-rows", type=int, default=16384,
+                   help="gallery rows scored per step (memory: rows x dim x 4 bytes; default 16384)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, default_backbone=None)
     p.set_defaults(func=run)
 
 
-def search_gallery(model, gallery, queries: list[str], k: int, chunk_rows: int = 65536) -> list[list[dict]]:
+def search_gallery(model, gallery, queries: list[str], k: int, chunk_rows: int = 16384) -> list[list[dict]]:
     """Per query, the top-k live gallery rows: dicts with rank, score (cosine), logit (the model's
     exp(logit_scale) * cosine), row and the row's metadata."""
     import math

@@ -248,9 +248,13 @@ def check_scan(rep: Report, a: argparse.Namespace, device) -> None:
                median_ms(lambda: bidirectional_scan_ref(*args), device, eager_iters, warmup=1))
     upstream_ms = None
     try:
+        if device.type != "cuda":
+            raise RuntimeError("CUDA kernels need a CUDA device")
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception as e:  # noqa: BLE001 - any import failure means "not available here"
-        rep.say(f"  mamba-ssm selective_scan_fn not importable ({type(e).__name__}: {e}); skipped")
+        probe = torch.ones(1, 2, 3, device=device)
+        selective_scan_fn(probe, probe, -torch.ones(2, 1, device=device), probe[:, :1], probe[:, :1])
+    except Exception as e:  # noqa: BLE001 - any failure means "not usable here" (e.g. a CPU-only install)
+        rep.say(f"  mamba-ssm selective_scan_fn not usable ({type(e).__name__}: {e}); skipped")
     else:
         t = lambda x: x.transpose(1, 2).contiguous()  # noqa: E731  upstream's native (B, D, L) layout
         u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z, A_f, A_b, D_f, D_b, bf, bb = args
@@ -304,9 +308,12 @@ def check_conv(rep: Report, a: argparse.Namespace, device) -> None:
     rep.timing("PyTorch eager (2x causal_conv1d_ref)",
                median_ms(lambda: bidirectional_causal_conv_ref(x, wf, bf, wb, bb), device, a.iters))
     try:
+        if device.type != "cuda":
+            raise RuntimeError("CUDA kernels need a CUDA device")
         from causal_conv1d import causal_conv1d_fn
-    except Exception as e:  # noqa: BLE001
-        rep.say(f"  causal_conv1d_fn not importable ({type(e).__name__}: {e}); skipped")
+        causal_conv1d_fn(torch.ones(1, 8, 4, device=device), torch.ones(8, 4, device=device))
+    except Exception as e:  # noqa: BLE001 - any failure means "not usable here" (e.g. a CPU-only install)
+        rep.say(f"  causal_conv1d_fn not usable ({type(e).__name__}: {e}); skipped")
     else:
         xt = x.transpose(1, 2).contiguous()
         fn = lambda: (causal_conv1d_fn(xt, wf.to(xt.dtype), bf.to(xt.dtype), activation="silu"),  # noqa: E731

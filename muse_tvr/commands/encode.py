@@ -173,6 +173,7 @@ def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int =
             emb = model.encode_video(frames, mask).numpy().astype(np.float32)
             gallery.add(emb, [b[2] for b in batch])
             result["encoded"].extend(b[2]["key"] for b in batch)
+            bar.update(len(batch))  # counted once saved, so the bar shows durable progress
             batch.clear()
 
         bar = tqdm(total=len(todo), unit="video", desc="encode", disable=not progress, file=sys.stderr)
@@ -182,6 +183,7 @@ def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int =
                     sampled = f"{p}: unexpected {type(sampled).__name__}: {sampled}"
                 result["failed"][str(p)] = str(sampled)
                 bar.write(f"skipped: {sampled}", file=sys.stderr)
+                bar.update(1)
             else:
                 k = keys[str(p)]
                 entry = {**k, "path": str(p), "kind": sampled.kind, "duration": sampled.duration,
@@ -190,7 +192,6 @@ def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int =
                 batch.append((p, sampled.model_input(cfg.max_frames), entry))
                 if len(batch) >= batch_size:
                     flush()
-            bar.update(1)
         flush()
         bar.close()
         if result["failed"]:

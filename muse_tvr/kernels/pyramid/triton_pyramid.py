@@ -25,6 +25,7 @@ fallbacks warn.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -511,13 +512,18 @@ def build_sequence_triton(model, tokens: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 def benchmark_pyramid(device: str | torch.device = "cuda", batch: int = 16, frames: int = 12,
                       grid: int = 7, channels: int = 512, dtype: torch.dtype = torch.bfloat16,
-                      warmup: int = 3, iters: int = 20, check: bool = True) -> dict:
+                      warmup: int = 3, iters: int = 20, check: bool = True, allow_tf32: bool = False) -> dict:
     """Time the fused pyramid against the eager PyTorch pyramid (FeaturePyramid + assemble_sequence).
 
-    Defaults are the issue's target shape (ViT-B/32 grid, B=16, T=12, C=512, bf16). Returns a dict with
-    the shape, `fused_ms`, `eager_ms` (medians over `iters`), `speedup` (eager / fused) and, with
-    check=True, `max_abs_err` of fused vs eager in float32. On CPU (only under TRITON_INTERPRET=1) the
-    timings measure the Triton interpreter and mean nothing for performance: use small shapes there.
+    Defaults are the issue's target shape (ViT-B/32 grid, B=16, T=12, C=512, bf16); random pyramid
+    weights (default init) and random tokens. Returns a dict with the shape, `fused_ms` and `eager_ms`
+    (medians over `iters`, synchronised), `speedup` (eager / fused) and, with check=True:
+      `max_abs_err`       fused vs an fp32 reference (the eager pyramid in float32 on the same rounded
+                          tokens and weights, TF32 off): the fused kernel's own error;
+      `eager_max_abs_err` the eager pyramid in `dtype` vs the same reference, for scale.
+    Eager runs with PyTorch's defaults (cuDNN convs may use TF32 for fp32); the fused fp32 path uses
+    IEEE dots unless allow_tf32. On CPU (only under TRITON_INTERPRET=1) the timings measure the Triton
+    interpreter and mean nothing for performance: use tiny shapes there.
     """
     from ...engine.config import HeadConfig, VisionConfig
     from ...engine.pyramid import FeaturePyramid
@@ -525,16 +531,17 @@ def benchmark_pyramid(device: str | torch.device = "cuda", batch: int = 16, fram
 
     device = torch.device(device)
     head = HeadConfig(d_model=channels)
-    pyramid = FeaturePyramid(head, VisionConfig(patch_size=224 // grid, output_dim=channels))
+    pyramid = FeaturePyramid(head, VisionConfig(patch_size=max(1, 224 // grid), output_dim=channels))
+    pyramid.grid = grid
     pyramid = pyramid.to(device=device, dtype=dtype).eval()
     tokens = torch.randn(batch, frames, 1 + grid * grid, channels, device=device).to(dtype)
     pack = pack_pyramid(pyramid, pyramid.scales, dtype, device)
 
-    def eager():
-        return assemble_sequence(tokens[:, :, 0], pyramid(tokens[:, :, 1:]), head.order)
+    def eager(pyr=pyramid, tok=tokens):
+        return assemble_sequence(tok[:, :, 0], pyr(tok[:, :, 1:]), head.order)
 
     def fused():
-        return fused_pyramid_sequence(tokens, pack, head.order)
+        return fused_pyramid_sequence(tokens, pack, head.order, allow_tf32=allow_tf32)
 
     def sync():
         if device.type == "cuda":
@@ -558,7 +565,14 @@ def benchmark_pyramid(device: str | torch.device = "cuda", batch: int = 16, fram
     result["speedup"] = result["eager_ms"] / result["fused_ms"]
     if check:
         with torch.no_grad():
-            result["max_abs_err"] = (fused().float() - eager().float()).abs().max().item()
+            ref_pyr = copy.deepcopy(pyramid).float()
+            if device.type == "cuda":
+                with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+                    ref = eager(ref_pyr, tokens.float())
+            else:
+                ref = eager(ref_pyr, tokens.float())
+            result["max_abs_err"] = (fused().float() - ref).abs().max().item()
+            result["eager_max_abs_err"] = (eager().float() - ref).abs().max().item()
     return result
 
 

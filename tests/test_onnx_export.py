@@ -108,3 +108,19 @@ def test_compare_fails_loudly_beyond_tolerance():
         other.head.MS_mamba[0].temporal_fc.bias.add_(1.0)  # the files no longer match this model
     with pytest.raises(ToleranceError, match="beyond tolerance"):
         compare_files(other, files, built_cpp() / "libmuse_ort_ops.so", log=lambda *a: None)
+
+
+def test_portable_file_with_op_library_runs_the_cpp_kernel(tmp_path):
+    """With the op library loaded, ORT must pick the C++ kernel over the function body (no Scan runs)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(built_cpp() / "libmuse_ort_ops.so"))
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "prof")
+    sess = ort.InferenceSession(str(exported("head")["portable"].path), so, providers=["CPUExecutionProvider"])
+    inputs = example_inputs(tiny_model().config, "head", torch.float32)
+    sess.run(None, {k: v.numpy() for k, v in inputs.items()})
+    events = json.loads(open(sess.end_profiling()).read())
+    ops = {e["args"]["op_name"] for e in events if "op_name" in e.get("args", {})}
+    assert "BiSelectiveScan" in ops and "Scan" not in ops

@@ -5,6 +5,8 @@ Targets (all at width 512 unless the preset says otherwise):
   conv     the forward-causal + backward-anti-causal depthwise conv pair, (B, L, D)
   block    one MUSE block (LN, in_proj, conv, x/dt proj, both scans, out_proj, temporal_fc), (B, L, d)
   head     the sequence learner alone, (B, L, d) -> (B, L, d): Mamba head or Transformer head
+  learner  CLIP tokens (B, T, 1+g*g, C) -> video embedding: pyramid + head + readout + pooling (what
+           ONNX Runtime's exported "head" model computes, so the route every backend can be compared on)
   pyramid  the feature pyramid + sequence assembly from CLIP tokens (B, T, 1+g*g, C)
   clip     the CLIP image tower on (B*T, 3, 224, 224) frames
 
@@ -32,7 +34,7 @@ from muse_tvr.engine.config import MuseConfig
 MAMBA_BACKENDS = ("reference", "cpu-chunked", "triton", "mamba-ssm", "ort-oplib")
 TRANSFORMER_BACKENDS = ("transformer-depth", "transformer-param")
 BACKENDS = MAMBA_BACKENDS + TRANSFORMER_BACKENDS
-TARGETS = ("scan", "conv", "block", "head", "pyramid", "clip")
+TARGETS = ("scan", "conv", "block", "head", "learner", "pyramid", "clip")
 
 
 @dataclass
@@ -69,13 +71,15 @@ def skip_reason(target: str, backend: str, device: torch.device) -> str | None:
         return f"unknown target {target!r}"
     if backend not in BACKENDS:
         return f"unknown backend {backend!r}"
-    if backend in TRANSFORMER_BACKENDS and target not in ("head", "block"):
-        return "the Transformer baselines replace the sequence learner only (targets head, block)"
+    if backend in TRANSFORMER_BACKENDS and target not in ("head", "block", "learner"):
+        return "the Transformer baselines replace the sequence learner only (targets head, block, learner)"
+    if target == "learner" and backend in ("triton", "mamba-ssm"):
+        return f"{backend} is timed on the kernels and the head; the learner target is for CPU routes"
     if target in ("pyramid", "clip") and backend not in ("reference", "triton"):
         return f"{target} has no {backend} implementation (it is shared by both learners)"
     if target == "clip" and backend != "reference":
         return "CLIP runs through PyTorch only"
-    if backend == "cpu-chunked" and target not in ("scan", "block", "head"):
+    if backend == "cpu-chunked" and target not in ("scan", "block", "head", "learner"):
         return "cpu-chunked replaces the scan only"
     if backend == "triton":
         if not _on_cuda(device):
@@ -93,8 +97,8 @@ def skip_reason(target: str, backend: str, device: torch.device) -> str | None:
         except ImportError:
             return "mamba-ssm's compiled extension selective_scan_cuda is not importable"
     if backend == "ort-oplib":
-        if target != "head":
-            return "ONNX Runtime is timed on the whole head"
+        if target != "learner":
+            return "ONNX Runtime runs the exported head model: tokens -> embedding (target learner)"
         reason = _ort_skip_reason()
         if reason:
             return reason
@@ -110,7 +114,12 @@ def _ort_skip_reason() -> str | None:
 
 
 def _ort_integration_reason() -> str | None:
-    return "ort_runner exists but its head-session API is not wired into the benchmark yet"
+    from muse_tvr.export import ort_runner
+    try:
+        ort_runner.find_op_library()
+    except FileNotFoundError as e:
+        return str(e)
+    return None
 
 
 # ----- FLOP counts (matrix work only; elementwise and the scan are not GEMM FLOPs) ----------------
@@ -227,10 +236,34 @@ def build(target: str, backend: str, point: Point, device: torch.device,
                             {"depth": tcfg.depth, "mlp_hidden": tcfg.mlp_hidden})
         head = _mamba_head(cfg, device, depth).to(dtype)
         flops = mamba_head_flops(cfg, length, b, folded=backend != "reference") / (cfg.head.depth if depth else 1)
-        if backend == "ort-oplib":
-            return _ort_head(head, seq, cfg, count(head), flops)
         fwd = _head_forward(backend, head, device)
         return Prepared(lambda: fwd(seq), count(head), flops)
+
+    if target == "learner":
+        tokens = torch.randn(b, point.frames, cfg.vision.tokens, d, generator=_gen(6)).to(device, dtype)
+        mask = torch.ones(b, point.frames, device=device)
+        if backend in TRANSFORMER_BACKENDS:
+            from muse_tvr.engine.transformer_head import TransformerLearner
+            torch.manual_seed(0)
+            learner = TransformerLearner(cfg, _transformer_cfg(backend, cfg)).to(device, dtype).eval()
+            return Prepared(lambda: learner.encode_tokens(tokens, mask), count(learner.head),
+                            transformer_head_flops(learner.head.cfg, length, b))
+        from muse_tvr.engine.model import MuseModel
+        from muse_tvr.engine.sequence import pool_frames, readout
+        torch.manual_seed(0)
+        model = MuseModel(cfg).to(device).eval()
+        flops = mamba_head_flops(cfg, length, b, folded=backend != "reference")
+        if backend == "ort-oplib":
+            return _ort_learner(model, tokens, mask, count(model.head), flops)
+        if backend == "reference":
+            return Prepared(lambda: model.encode_tokens(tokens, mask), count(model.head), flops)
+        fwd = _head_forward(backend, model.head, device)
+
+        def fast():
+            with torch.no_grad():
+                seq = fwd(model.build_sequence(tokens))
+                return pool_frames(readout(seq, point.frames, cfg.head.order), mask)
+        return Prepared(fast, count(model.head), flops)
 
     if target == "pyramid":
         from muse_tvr.engine.pyramid import FeaturePyramid
@@ -269,5 +302,12 @@ def _mamba_ssm_scan(args) -> Prepared:
                                        "bidirectional op); flips of the inputs are outside the timed call"})
 
 
-def _ort_head(head, seq, cfg, params, flops) -> Prepared:
-    raise ValueError(_ort_integration_reason())
+def _ort_learner(model, tokens, mask, params, flops) -> Prepared:
+    import tempfile
+
+    from muse_tvr.export.ort_runner import OrtHead
+    workdir = tempfile.mkdtemp(prefix="muse-bench-ort-")
+    head = OrtHead.from_model(model, workdir, route="oplib")  # export + session set-up are not timed
+    tok, msk = tokens.cpu().numpy(), mask.cpu().numpy()
+    return Prepared(lambda: head(tok, msk), params, flops,
+                    {"provider": "CPUExecutionProvider + libmuse_ort_ops", "onnx": str(head.model.path)})

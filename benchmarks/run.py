@@ -133,6 +133,7 @@ def _length_points(frames_b32: list[int], frames_b16: list[int], batches: list[i
     return sorted(pts, key=lambda p: (p.batch, p.seq_len))
 
 
+LEARNER_BACKENDS = ("reference", "cpu-chunked", "ort-oplib", "transformer-depth", "transformer-param")
 HEAD_BACKENDS = ("reference", "cpu-chunked", "triton", "ort-oplib", "transformer-depth", "transformer-param")
 
 
@@ -147,6 +148,11 @@ def make_plan(mode: str, device: torch.device) -> Plan:
                 plan.cases.append(("head", backend, pt))
         plan.cases.append(("scan", "reference", registry.Point(TINY, 1, 2)))
         plan.cases.append(("scan", "cpu-chunked", registry.Point(TINY, 1, 2)))
+        return plan
+    if mode == "learner":  # tokens -> embedding at the target shape: every CPU route, incl. ONNX Runtime
+        plan = Plan("learner", warmup=1, repeats=5, budget_s=12.0, min_repeats=3)
+        for backend in LEARNER_BACKENDS:
+            plan.cases.append(("learner", backend, registry.Point(VIT_B_32, 1, 12)))
         return plan
     if mode == "quick":
         plan = Plan("quick", warmup=1, repeats=5, budget_s=12.0, min_repeats=3)
@@ -167,6 +173,8 @@ def make_plan(mode: str, device: torch.device) -> Plan:
                 continue
             plan.cases.append(("head", backend, pt))
     mid = registry.Point(VIT_B_32, 1, 12)
+    for backend in LEARNER_BACKENDS:
+        plan.cases.append(("learner", backend, mid))
     for target, backends in (("scan", ("reference", "cpu-chunked", "triton", "mamba-ssm")),
                              ("conv", ("reference", "triton")), ("block", ("reference", "cpu-chunked", "triton")),
                              ("pyramid", ("reference", "triton")), ("clip", ("reference",))):
@@ -275,7 +283,7 @@ def write_results(result: dict, out_dir: Path, stem: str | None = None) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mode", choices=("quick", "full", "tiny"), default="quick")
+    p.add_argument("--mode", choices=("quick", "full", "learner", "tiny"), default="quick")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--stem", default=None, help="output file name without extension")

@@ -94,3 +94,14 @@ def test_bench_cli_parses():
     from muse_tvr.cli import build_parser
     args = build_parser().parse_args(["bench", "--full", "--device", "cpu", "--no-plot"])
     assert args.full and args.device == "cpu" and args.func.__module__ == "muse_tvr.commands.bench"
+
+
+def test_learner_routes_agree_with_reference():
+    pt = registry.Point(TINY, 1, 2)
+    ref = registry.build("learner", "reference", pt, CPU).fn()
+    fast = registry.build("learner", "cpu-chunked", pt, CPU).fn()
+    assert ref.shape == (1, TINY.embed_dim)
+    assert (fast - ref).abs().max() < 1e-5
+    reason = registry.skip_reason("learner", "ort-oplib", CPU)
+    assert reason is None or "op library" in reason or "onnxruntime" in reason or "ort_runner" in reason
+    assert registry.skip_reason("head", "ort-oplib", CPU)  # ORT runs the exported tokens -> embedding model

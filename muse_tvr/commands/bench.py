@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "to 24,720 (ViT-B/32 and ViT-B/16 grids) and batch 1 and 4. Writes JSON, a markdown "
                        "table and a PNG plot.")
     p.add_argument("--full", action="store_true", help="the whole sweep (tens of minutes on CPU)")
+    p.add_argument("--learner", action="store_true", help="only tokens -> embedding at ViT-B/32, 12 frames, "
+                   "for every CPU route (reference, cpu-chunked, ONNX Runtime + op library, Transformers)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results)")
     p.add_argument("--stem", default=None, help="output file name without extension")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     harness = _import_harness()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ns = argparse.Namespace(mode="full" if args.full else "quick", device=device,
+    ns = argparse.Namespace(mode="full" if args.full else ("learner" if args.learner else "quick"), device=device,
                             out=args.out or harness.RESULTS_DIR, stem=args.stem, cuda_graph=args.cuda_graph,
                             threads=args.threads, no_plot=args.no_plot)
     return harness.run_cli(ns)

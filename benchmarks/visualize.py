@@ -37,9 +37,8 @@ def plot_latency(result: dict, out: Path, target: str = "head", batch: int = 1) 
         ax.errorbar(xs, ys, yerr=err, capsize=3, linewidth=1.6, markersize=5, **style)
     for length, name in ((3060, "ViT-B/32, 12 frames"), (12360, "ViT-B/16, 12 frames")):
         if any(r["seq_len"] == length for r in rows):
-            ax.axvline(length, color="#bbbbbb", linewidth=0.8, zorder=0)
-            ax.text(length, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=8, color="#555555",
-                    va="top", rotation=90)
+            ax.axvline(length, color="#999999", linewidth=0.9, linestyle=":", zorder=0,
+                       label=f"L = {length:,}: {name}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("sequence length L (tokens)")

@@ -59,3 +59,11 @@ def test_head_forward_matches_reference_head():
     head = MuseHead(HeadConfig(d_model=32, depth=2)).eval()
     seq = torch.randn(2, 45, 32)
     assert_close(muse_head_forward_chunked(head, seq, block=16), head(seq), 2e-5, 1e-4, name="head")
+
+
+def test_softplus_threshold_and_extremes_match_reference():
+    u, delta, A, B, C, D, z, _ = inputs(1, 8, 6, 16)
+    delta = torch.tensor([-80.0, -20.0, 0.0, 19.999, 20.0, 20.001, 30.0, 1.0]).repeat(6, 1).t()[None]
+    ref = selective_scan_ref(u, delta, A, B, C, D, z, None, True)
+    assert_close(selective_scan_chunked(u, delta, A, B, C, D, z, None, True, block=3), ref, 1e-5, 1e-5,
+                 name="softplus edges")

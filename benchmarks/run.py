@@ -173,8 +173,15 @@ def make_plan(mode: str, device: torch.device) -> Plan:
                 continue
             plan.cases.append(("head", backend, pt))
     mid = registry.Point(VIT_B_32, 1, 12)
-    for backend in LEARNER_BACKENDS:
-        plan.cases.append(("learner", backend, mid))
+    if mode == "full":  # the learner over length too: the only sweep that includes ONNX Runtime
+        for pt in _length_points([4, 12, 48], [12], [1]):
+            for backend in LEARNER_BACKENDS:
+                if backend == "reference" and pt.seq_len > 3060:
+                    continue  # its head-only sweep above already shows the trend
+                plan.cases.append(("learner", backend, pt))
+    else:
+        for backend in LEARNER_BACKENDS:
+            plan.cases.append(("learner", backend, mid))
     for target, backends in (("scan", ("reference", "cpu-chunked", "triton", "mamba-ssm")),
                              ("conv", ("reference", "triton")), ("block", ("reference", "cpu-chunked", "triton")),
                              ("pyramid", ("reference", "triton")), ("clip", ("reference",))):
@@ -185,8 +192,12 @@ def make_plan(mode: str, device: torch.device) -> Plan:
 
 # ----- running -------------------------------------------------------------------------------------
 def run_plan(plan: Plan, device: torch.device, cuda_graph: bool = False, progress: bool = True,
-             with_gemm: bool = True) -> dict:
+             with_gemm: bool = True, sdpa: str = "auto") -> dict:
+    """Run every case of `plan`; `sdpa` pins the attention kernel of the Transformer baselines
+    ("auto", "flash", "cudnn", "efficient", "math"); the kernel that actually ran is recorded."""
     from tqdm import tqdm
+
+    from muse_tvr.engine.transformer_head import detect_sdpa_backend, sdpa_context
 
     records = []
     bar = tqdm(plan.cases, desc=f"bench {plan.name}", disable=not progress, unit="case")
@@ -200,9 +211,10 @@ def run_plan(plan: Plan, device: torch.device, cuda_graph: bool = False, progres
             records.append({**rec, "status": "skipped", "reason": reason})
             continue
         try:
-            prep = registry.build(target, backend, pt, device)
-            times = time_fn(prep.fn, device, plan.warmup, plan.repeats, plan.budget_s, plan.min_repeats,
-                            cuda_graph)
+            with sdpa_context(sdpa):
+                prep = registry.build(target, backend, pt, device)
+                times = time_fn(prep.fn, device, plan.warmup, plan.repeats, plan.budget_s, plan.min_repeats,
+                                cuda_graph)
         except Exception as e:  # a failing backend is recorded, the sweep goes on
             records.append({**rec, "status": "error", "reason": f"{type(e).__name__}: {e}"})
             continue
@@ -211,9 +223,12 @@ def run_plan(plan: Plan, device: torch.device, cuda_graph: bool = False, progres
         if prep.flops:
             rec["gflops_achieved"] = prep.flops / stats["median_s"] / 1e9
         records.append(rec)
-    from muse_tvr.engine.transformer_head import detect_sdpa_backend
+    try:
+        ran = detect_sdpa_backend(device, backend=sdpa)
+    except RuntimeError as e:  # e.g. cuDNN requested on a CPU: the Transformer cases errored the same way
+        ran = f"none ({sdpa} is not available here: {str(e).splitlines()[0]})"
     result = {"plan": plan.name, "machine": machine_info(device), "cuda_graph": cuda_graph,
-              "sdpa_backend": detect_sdpa_backend(device), "records": records}
+              "sdpa_requested": sdpa, "sdpa_backend": ran, "records": records}
     if with_gemm:
         result["gemm"] = gemm_rate(device)
     result["speedups"] = speedups(records)
@@ -245,7 +260,7 @@ def to_markdown(result: dict) -> str:
              f"- date: {m['date']}; commit {m['git_commit'][:12]}{' (+local changes)' if m['git_dirty'] else ''}",
              f"- load average at the end (1/5/15 min): {m['load_average']} — other work shared this "
              f"machine; numbers are medians with the interquartile range",
-             f"- SDPA backend: {result['sdpa_backend']}; CUDA graphs: {result['cuda_graph']}"]
+             f"- SDPA kernel that ran (requested {result.get('sdpa_requested', 'auto')}): {result['sdpa_backend']}; CUDA graphs: {result['cuda_graph']}"]
     if "gemm" in result:
         g = result["gemm"]
         lines.append(f"- fp32 GEMM rate {g['shape']}: median {g['gflops_median']:.1f} GFLOP/s, best "
@@ -289,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stem", default=None, help="output file name without extension")
     p.add_argument("--cuda-graph", action="store_true", help="replay timed calls from a CUDA graph")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--sdpa", default="auto", choices=("auto", "flash", "cudnn", "efficient", "math"),
+                   help="attention kernel for the Transformer baselines (default: PyTorch's choice)")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
     return run_cli(args)
@@ -300,7 +317,8 @@ def run_cli(args) -> int:
         raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_plan(make_plan(args.mode, device), device, cuda_graph=args.cuda_graph)
+    result = run_plan(make_plan(args.mode, device), device, cuda_graph=args.cuda_graph,
+                      sdpa=getattr(args, "sdpa", "auto"))
     paths = write_results(result, args.out, args.stem)
     if not args.no_plot:
         from benchmarks.visualize import plot_latency

@@ -9,23 +9,46 @@ import json
 from pathlib import Path
 
 STYLE = {  # Mamba solid, Transformers dashed, so the two families read apart without a legend lookup
-    "reference": dict(color="#7f7f7f", linestyle="-", marker="o", label="MUSE head, PyTorch reference (loop scan)"),
-    "cpu-chunked": dict(color="#1f77b4", linestyle="-", marker="o", label="MUSE head, blocked CPU scan"),
-    "triton": dict(color="#2ca02c", linestyle="-", marker="o", label="MUSE head, Triton"),
-    "ort-oplib": dict(color="#9467bd", linestyle="-", marker="o", label="MUSE head, ONNX Runtime + op library"),
+    "reference": dict(color="#7f7f7f", linestyle="-", marker="o", label="MUSE, PyTorch reference (loop scan)"),
+    "cpu-chunked": dict(color="#1f77b4", linestyle="-", marker="o", label="MUSE, blocked CPU scan"),
+    "triton": dict(color="#2ca02c", linestyle="-", marker="o", label="MUSE, Triton"),
+    "ort-oplib": dict(color="#9467bd", linestyle="-", marker="o", label="MUSE, ONNX Runtime + C++ op library"),
     "transformer-depth": dict(color="#d62728", linestyle="--", marker="s", label="Transformer, 4 blocks (depth-matched)"),
     "transformer-param": dict(color="#ff7f0e", linestyle="--", marker="s", label="Transformer, 2 blocks (param-matched)"),
 }
 
 
-def plot_latency(result: dict, out: Path, target: str = "head", batch: int = 1) -> Path:
+TITLES = {"head": "sequence learner alone (L x 512 in and out)",
+          "learner": "CLIP tokens -> video embedding (pyramid + learner + pooling)"}
+
+
+def plot_latency(result: dict, out: Path, batch: int = 1) -> Path:
+    """One panel per target with points at two or more lengths (head; learner when swept)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    targets = [t for t in TITLES
+               if len({r["seq_len"] for r in result["records"] if r.get("status") == "ok"
+                       and r["target"] == t and r["batch"] == batch}) >= 2]
+    targets = targets or ["head"]
+    fig, axes = plt.subplots(1, len(targets), figsize=(8 * len(targets), 5.2), dpi=110, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        _panel(ax, result, target, batch)
+    m = result["machine"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
+    fig.suptitle(f"Latency vs sequence length, batch {batch}: Mamba (solid) vs Transformer (dashed)\n"
+                 f"{where}, {m['date'][:10]}, commit {m['git_commit'][:8]}", fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _panel(ax, result: dict, target: str, batch: int) -> None:
     rows = [r for r in result["records"]
             if r.get("status") == "ok" and r["target"] == target and r["batch"] == batch]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for backend, style in STYLE.items():
         pts = sorted((r["seq_len"], r["median_s"] * 1e3, r["q1_s"] * 1e3, r["q3_s"] * 1e3, r["model"])
                      for r in rows if r["backend"] == backend)
@@ -43,17 +66,9 @@ def plot_latency(result: dict, out: Path, target: str = "head", batch: int = 1) 
     ax.set_yscale("log")
     ax.set_xlabel("sequence length L (tokens)")
     ax.set_ylabel("latency per call, ms (median, bars = IQR)")
-    m = result["machine"]
-    where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
-    ax.set_title(f"Sequence learner latency, batch {batch}: Mamba (solid) vs Transformer (dashed)\n"
-                 f"{where}, {m['date'][:10]}, commit {m['git_commit'][:8]}", fontsize=10)
+    ax.set_title(TITLES.get(target, target), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,3 +105,12 @@ def test_learner_routes_agree_with_reference():
     reason = registry.skip_reason("learner", "ort-oplib", CPU)
     assert reason is None or "op library" in reason or "onnxruntime" in reason or "ort_runner" in reason
     assert registry.skip_reason("head", "ort-oplib", CPU)  # ORT runs the exported tokens -> embedding model
+
+
+def test_sdpa_choice_is_recorded():
+    plan = run.Plan("unit", warmup=1, repeats=1, budget_s=1.0, min_repeats=1)
+    plan.cases.append(("head", "transformer-param", registry.Point(TINY, 1, 1)))
+    result = run.run_plan(plan, CPU, progress=False, with_gemm=False, sdpa="math")
+    assert result["sdpa_backend"] == "math" and result["records"][0]["status"] == "ok"
+    result = run.run_plan(plan, CPU, progress=False, with_gemm=False, sdpa="cudnn")
+    assert result["sdpa_backend"].startswith("none") and result["records"][0]["status"] == "error"

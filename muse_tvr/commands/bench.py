@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stem", default=None, help="output file name without extension")
     p.add_argument("--cuda-graph", action="store_true", help="replay timed calls from CUDA graphs")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--sdpa", default="auto", choices=("auto", "flash", "cudnn", "efficient", "math"),
+                   help="attention kernel for the Transformer baselines (the one that ran is recorded)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(func=run)
 
@@ -46,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ns = argparse.Namespace(mode="full" if args.full else ("learner" if args.learner else "quick"), device=device,
                             out=args.out or harness.RESULTS_DIR, stem=args.stem, cuda_graph=args.cuda_graph,
-                            threads=args.threads, no_plot=args.no_plot)
+                            threads=args.threads, no_plot=args.no_plot, sdpa=args.sdpa)
     return harness.run_cli(ns)

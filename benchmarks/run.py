@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from benchmarks import registry
-from muse_tvr.engine.config import VIT_B_16, VIT_B_32, MuseConfig
+from muse_tvr.engine.config import VIT_B_16, VIT_B_32
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

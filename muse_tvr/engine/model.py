@@ -15,7 +15,7 @@ from .clip import Clip
 from .config import MuseConfig
 from .mamba import MuseHead
 from .pyramid import FeaturePyramid
-from .sequence import assemble_sequence, pool_frames, readout
+from .sequence import assemble_sequence, check_mask, check_tokens, pool_frames, readout
 
 # How reference checkpoint names map onto this module's attributes (and back).
 REFERENCE_PREFIXES = {"clip.": "clip.", "MS_mamba.": "head.MS_mamba.", "mamba_stages.": "pyramid.mamba_stages."}
@@ -67,17 +67,7 @@ class MuseModel(nn.Module):
         b, t = frames.shape[:2]
         if b == 0 or t == 0:
             raise ValueError(f"frames must hold at least one video and one frame, got {tuple(frames.shape)}")
-        return self._check_mask(mask, b, t, frames.device)
-
-    def _check_mask(self, mask: torch.Tensor | None, b: int, t: int, device) -> torch.Tensor:
-        if mask is None:
-            return torch.ones(b, t, device=device)
-        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (b, t):
-            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"mask must have shape (B, T) = ({b}, {t}), got {shape}")
-        if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("mask must hold only 0 (padding) and 1 (real frame)")
-        return mask.to(device)
+        return check_mask(mask, b, t, frames.device)
 
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -95,12 +85,8 @@ class MuseModel(nn.Module):
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The MUSE head alone: CLIP tokens (B, T, 1+g*g, C) float + mask (B, T) -> (B, C) float32."""
-        g, c = self.config.vision.grid, self.config.embed_dim
-        if tokens.dim() != 4 or tokens.shape[2] != 1 + g * g or tokens.shape[3] != c:
-            raise ValueError(f"tokens must have shape (B, T, {1 + g * g}, {c}), got {tuple(tokens.shape)}")
-        if not tokens.is_floating_point():
-            raise ValueError(f"tokens must be floating point, got {tokens.dtype}")
-        mask = self._check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
+        check_tokens(tokens, self.config.vision.grid, self.config.embed_dim)
+        mask = check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
         from .backend import build_sequence, run_head
         seq = run_head(self.head, build_sequence(self, tokens, self.backend), self.backend)
         return pool_frames(readout(seq, tokens.shape[1], self.config.head.order), mask)

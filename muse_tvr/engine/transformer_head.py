@@ -26,7 +26,7 @@ from torch import nn
 
 from .config import MuseConfig
 from .pyramid import FeaturePyramid
-from .sequence import assemble_sequence, pool_frames, readout
+from .sequence import assemble_sequence, check_mask, check_tokens, pool_frames, readout
 
 MUSE_HEAD_PARAMS_B32 = 4_687_872  # muse-model.md section 8; tests check it against MuseHead
 
@@ -192,18 +192,9 @@ class TransformerLearner(nn.Module):
 
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        g, c = self.config.vision.grid, self.config.embed_dim
-        if tokens.dim() != 4 or tokens.shape[2] != 1 + g * g or tokens.shape[3] != c:
-            raise ValueError(f"tokens must have shape (B, T, {1 + g * g}, {c}), got {tuple(tokens.shape)}")
-        if not tokens.is_floating_point():
-            raise ValueError(f"tokens must be floating point, got {tokens.dtype}")
+        check_tokens(tokens, self.config.vision.grid, self.config.embed_dim)
         b, t = tokens.shape[:2]
-        if mask is None:
-            mask = torch.ones(b, t, device=tokens.device)
-        elif tuple(mask.shape) != (b, t):
-            raise ValueError(f"mask must have shape (B, T) = ({b}, {t}), got {tuple(mask.shape)}")
-        elif not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("mask must hold only 0 (padding) and 1 (real frame)")
+        mask = check_mask(mask, b, t, tokens.device)
         seq = self.head(self.build_sequence(tokens))
         return pool_frames(readout(seq, t, self.config.head.order), mask)
 

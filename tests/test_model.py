@@ -98,3 +98,21 @@ def test_similarity_is_scaled_cosine(tiny):
 def test_presets_have_expected_sequence_lengths():
     assert get_config("ViT-B/16").sequence_length() == 12 * (1 + 49 + 196 + 784)
     assert get_config("ViT-L/14").vision.grid == 16
+
+
+def test_cpu_chunked_backend_matches_reference(tiny):
+    tokens = torch.randn(2, TINY.max_frames, 50, 64)
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
+    want = tiny.encode_tokens(tokens, mask)
+    try:
+        got = tiny.set_backend("cpu-chunked").encode_tokens(tokens, mask)
+    finally:
+        tiny.set_backend("auto")
+    assert_close(got, want, 2e-5, 1e-5, "cpu-chunked vs reference")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tiny.set_backend("cuda-magic")
+
+
+def test_demo_on_cpu_chunked_backend(capsys):
+    assert main(["demo", "--backbone", "tiny", "--backend", "cpu-chunked"]) == 0
+    assert "head backend cpu-chunked" in capsys.readouterr().out

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     p.add_argument("--backbone", default="ViT-B/32", help="preset for a random model")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    from .encode import add_backend_arg
+    add_backend_arg(p)
     p.set_defaults(func=run)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..engine.backend import resolve_backend, run_head
     from ..engine.config import get_config
     from ..engine.preprocess import normalize, pad_frames
     from ..engine.sequence import pool_frames, readout
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, args.sidecar, None if args.model else get_config(args.backbone)).eval()
+    model.set_backend(args.backend)
     cfg = model.config
     if "random" in model.weight_sources.values():
         print("=" * 78)
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         masks.append(m)
     frames, mask = torch.stack(clips), torch.stack(masks)
     print(f"model {cfg.name}: {len(clips)} clips x {t_max} frames (real frames {lengths}), "
-          f"sequence length {cfg.sequence_length()}, torch threads {torch.get_num_threads()}")
+          f"sequence length {cfg.sequence_length()}, torch threads {torch.get_num_threads()}, "
+          f"head backend {resolve_backend(model.backend, frames.device)}")
 
     timings = {}
 
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         model.check_frames(frames, mask)
         tokens = timed("CLIP visual", model.encode_frames, frames)
         seq = timed("pyramid + sequence", model.build_sequence, tokens)
-        out = timed("Mamba head", model.head, seq)
+        out = timed("Mamba head", run_head, model.head, seq, model.backend)
         video = timed("readout + pooling", lambda s: pool_frames(readout(s, t_max, cfg.head.order), mask), out)
         tok = ClipTokenizer()
         ids = timed("tokenize", tok, CAPTIONS, cfg.max_words)

@@ -18,6 +18,13 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "V
     p.add_argument("--seed", type=int, default=0,
                    help="seed for random weights, so that reruns build the same model (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_backend_arg(p)
+
+
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "reference", "triton", "cpu-chunked"),
+                   help="MUSE head backend: auto = triton on CUDA, reference on CPU; cpu-chunked = the "
+                        "blocked PyTorch scan, about 2x the reference on CPU (same results to fp32 rounding)")
 
 
 def model_spec(args: argparse.Namespace) -> dict:
@@ -29,7 +36,7 @@ def model_spec(args: argparse.Namespace) -> dict:
     return {"backbone": args.backbone or "ViT-B/32", "seed": args.seed}
 
 
-def build_model(spec: dict, threads: int = 0):
+def build_model(spec: dict, threads: int = 0, backend: str = "auto"):
     """(model in eval mode, model_info dict with fingerprint) from a `model_spec`."""
     import time
 
@@ -52,7 +59,7 @@ def build_model(spec: dict, threads: int = 0):
             model = load_model(None, None, get_config(spec.get("backbone", "ViT-B/32")))
         finally:
             torch.random.set_rng_state(state)
-    model.eval()
+    model.eval().set_backend(backend)
     t0 = time.perf_counter()
     fp = model_fingerprint(model)
     info = {"fingerprint": fp, "name": model.config.name, "weight_sources": dict(model.weight_sources),
@@ -209,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     videos, ignored = find_videos(args.inputs)
     if not videos:
         raise ValueError(f"no videos found in {args.inputs} (looked for video files and frame folders)")
-    model, info = build_model(model_spec(args), args.threads)
+    model, info = build_model(model_spec(args), args.threads, args.backend)
     random_weights_banner(info)
     print(f"model {info['name']} fingerprint {info['fingerprint'][:16]} "
           f"(hashed in {info['fingerprint_seconds']:.2f} s); {len(videos)} inputs -> {args.out}",

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_caption_csv(args.captions)
     if not os.path.isdir(args.videos):
         raise FileNotFoundError(f"videos folder not found: {args.videos}")
-    model, info = build_model(model_spec(args), args.threads)
+    model, info = build_model(model_spec(args), args.threads, args.backend)
     random_weights_banner(info)
     cache = args.cache or os.path.join(".muse-tvr-cache", info["fingerprint"][:16])
     out = evaluate(model, info, args.videos, pairs, cache, args.batch_size, args.text_batch, args.workers)

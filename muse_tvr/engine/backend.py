@@ -1,7 +1,10 @@
-"""Execution backends for the MUSE head: "reference" (plain PyTorch, the oracle) and "triton" (fused kernels).
+"""Execution backends for the MUSE head: "reference" (plain PyTorch, the oracle), "triton" (fused kernels)
+and "cpu-chunked" (the blocked PyTorch scan of `muse_tvr.kernels.selective_scan.cpu_chunked`, ~2x the
+reference on CPU, opt-in).
 
 Selection (`resolve_backend`): "auto" means triton on CUDA tensors and reference everywhere else; asking
 for "triton" on CPU works only under TRITON_INTERPRET=1 (tests), since Triton has no CPU driver.
+"cpu-chunked" is pure PyTorch and runs on any device.
 
 The triton backend runs a streamlined copy of each MUSE block (`FastBlock`), built once from the module's
 parameters and rebuilt automatically when they change (in-place loads bump a parameter's version):
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "triton", "cpu-chunked")
 
 
 def triton_available() -> bool:
@@ -39,7 +42,7 @@ def triton_available() -> bool:
 
 
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
-    """The backend that will actually run: "reference" or "triton"."""
+    """The backend that will actually run: "reference", "triton" or "cpu-chunked"."""
     name = "auto" if name is None else name
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
@@ -167,8 +170,12 @@ def build_sequence(model, tokens: torch.Tensor, backend: str | None = "auto") ->
 
 def run_head(head, seq: torch.Tensor, backend: str | None = "auto") -> torch.Tensor:
     """The MUSE head on the selected backend: seq (B, L, d) in the head dtype -> (B, L, d)."""
-    if resolve_backend(backend, seq.device) == "reference":
+    resolved = resolve_backend(backend, seq.device)
+    if resolved == "reference":
         return head(seq)
+    if resolved == "cpu-chunked":
+        from ..kernels.selective_scan.cpu_chunked import muse_head_forward_chunked
+        return muse_head_forward_chunked(head, seq)
     return fast_head(head)(seq)
 
 

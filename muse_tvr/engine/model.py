@@ -33,6 +33,14 @@ class MuseModel(nn.Module):
         # Which head backend encode_tokens uses: "auto" = triton on CUDA, reference otherwise (backend.py).
         self.backend = "auto"
 
+    def set_backend(self, name: str) -> "MuseModel":
+        """Choose the head backend: "auto", "reference", "triton" or "cpu-chunked" (see backend.py)."""
+        from .backend import BACKENDS
+        if name not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        self.backend = name
+        return self
+
     # ----- precision -------------------------------------------------------------------------
     def set_precision(self, clip_dtype: torch.dtype = torch.float32,
                       head_dtype: torch.dtype = torch.float32) -> "MuseModel":

@@ -88,9 +88,15 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         model.check_frames(frames, mask)
         tokens = timed("CLIP visual", model.encode_frames, frames)
-        seq = timed("pyramid + sequence", model.build_sequence, tokens)
-        out = timed("Mamba head", run_head, model.head, seq, model.backend)
-        video = timed("readout + pooling", lambda s: pool_frames(readout(s, t_max, cfg.head.order), mask), out)
+        if resolve_backend(model.backend, frames.device) == "ort":
+            # ONNX Runtime runs pyramid, blocks and pooling as one graph; the first call exports it.
+            video = timed("learner (ORT, 1st call)", model.encode_tokens, tokens, mask)
+            video = timed("learner (ORT)", model.encode_tokens, tokens, mask)
+        else:
+            seq = timed("pyramid + sequence", model.build_sequence, tokens)
+            out = timed("Mamba head", run_head, model.head, seq, model.backend)
+            video = timed("readout + pooling",
+                          lambda s: pool_frames(readout(s, t_max, cfg.head.order), mask), out)
         tok = ClipTokenizer()
         ids = timed("tokenize", tok, CAPTIONS, cfg.max_words)
         text = timed("CLIP text", model.encode_text, ids)

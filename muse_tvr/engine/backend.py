@@ -4,7 +4,9 @@ reference on CPU, opt-in).
 
 Selection (`resolve_backend`): "auto" means triton on CUDA tensors and reference everywhere else; asking
 for "triton" on CPU works only under TRITON_INTERPRET=1 (tests), since Triton has no CPU driver.
-"cpu-chunked" is pure PyTorch and runs on any device.
+"cpu-chunked" is pure PyTorch and runs on any device. "ort" runs the whole learner (pyramid, blocks,
+pooling) through ONNX Runtime with the project's C++ op library (CPU tensors only; needs `make -C cpp`);
+the model's head is exported once to a temporary folder and re-exported when its weights change.
 
 The triton backend runs a streamlined copy of each MUSE block (`FastBlock`), built once from the module's
 parameters and rebuilt automatically when they change (in-place loads bump a parameter's version):
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "reference", "triton", "cpu-chunked")
+BACKENDS = ("auto", "reference", "triton", "cpu-chunked", "ort")
 
 
 def triton_available() -> bool:
@@ -42,7 +44,7 @@ def triton_available() -> bool:
 
 
 def resolve_backend(name: str | None, device: torch.device | str) -> str:
-    """The backend that will actually run: "reference", "triton" or "cpu-chunked"."""
+    """The backend that will actually run: "reference", "triton", "cpu-chunked" or "ort"."""
     name = "auto" if name is None else name
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
@@ -55,6 +57,15 @@ def resolve_backend(name: str | None, device: torch.device | str) -> str:
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
             raise ValueError(f"backend 'triton' on {device.type} tensors needs TRITON_INTERPRET=1 set before "
                              "muse_tvr is imported (the interpreter is slow: tests only); use 'reference'")
+    if name == "ort":
+        if device.type != "cpu":
+            raise ValueError(f"backend 'ort' runs on CPU tensors, got {device.type}")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ValueError("backend 'ort' needs onnxruntime (pip install 'muse-tvr[export]')") from None
+        from ..export.ort_runner import find_op_library
+        find_op_library()  # FileNotFoundError saying how to build it
     return name
 
 
@@ -155,6 +166,26 @@ def fast_head(head) -> FastHead:
     return hit[1]
 
 
+_ORT_HEADS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def ort_encode_tokens(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MuseModel.encode_tokens through ONNX Runtime + the op library: (B, T, 1+g*g, C), (B, T) -> (B, C)
+    float32. The float32 head export is made on first use (tens of seconds at ViT-B/32 size) and kept
+    while the pyramid and head weights are unchanged."""
+    import tempfile
+
+    from ..export.ort_runner import OrtHead
+
+    fp = parameter_fingerprint(model.pyramid) + parameter_fingerprint(model.head)
+    hit = _ORT_HEADS.get(model)
+    if hit is None or hit[0] != fp:
+        workdir = tempfile.mkdtemp(prefix="muse-tvr-ort-")
+        hit = (fp, OrtHead.from_model(model, workdir))
+        _ORT_HEADS[model] = hit
+    return torch.from_numpy(hit[1](tokens.float(), mask.float()))
+
+
 def build_sequence(model, tokens: torch.Tensor, backend: str | None = "auto") -> torch.Tensor:
     """model.build_sequence on the selected backend: CLIP tokens (B, T, 1+g*g, C) -> (B, L, C) head dtype.
     The triton backend uses the fused pyramid kernel (muse_tvr.kernels.pyramid) when it is available."""
@@ -176,6 +207,9 @@ def run_head(head, seq: torch.Tensor, backend: str | None = "auto") -> torch.Ten
     if resolved == "cpu-chunked":
         from ..kernels.selective_scan.cpu_chunked import muse_head_forward_chunked
         return muse_head_forward_chunked(head, seq)
+    if resolved == "ort":
+        raise ValueError("backend 'ort' runs the whole learner (tokens -> embedding): call "
+                         "MuseModel.encode_tokens, not run_head")
     return fast_head(head)(seq)
 
 

@@ -34,7 +34,7 @@ class MuseModel(nn.Module):
         self.backend = "auto"
 
     def set_backend(self, name: str) -> "MuseModel":
-        """Choose the head backend: "auto", "reference", "triton" or "cpu-chunked" (see backend.py)."""
+        """Choose the head backend: "auto", "reference", "triton", "cpu-chunked" or "ort" (backend.py)."""
         from .backend import BACKENDS
         if name not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
@@ -95,7 +95,9 @@ class MuseModel(nn.Module):
         """The MUSE head alone: CLIP tokens (B, T, 1+g*g, C) float + mask (B, T) -> (B, C) float32."""
         check_tokens(tokens, self.config.vision.grid, self.config.embed_dim)
         mask = check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
-        from .backend import build_sequence, run_head
+        from .backend import build_sequence, ort_encode_tokens, resolve_backend, run_head
+        if resolve_backend(self.backend, tokens.device) == "ort":
+            return ort_encode_tokens(self, tokens, mask)
         seq = run_head(self.head, build_sequence(self, tokens, self.backend), self.backend)
         return pool_frames(readout(seq, tokens.shape[1], self.config.head.order), mask)
 

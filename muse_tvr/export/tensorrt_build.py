@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .contracts import CONTRACTS, PYRAMID_SEQUENCE
+from .onnx_export import custom_nodes
 from .tensorrt_plugins import import_tensorrt, plugin_signature
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -70,7 +71,6 @@ def read_onnx_facts(path: str | Path) -> OnnxFacts:
     """Inputs (name, dtype, dims), outputs and custom nodes of an ONNX file; raises a clear error for a
     missing or unreadable file."""
     import onnx
-    from onnx import helper
 
     path = Path(path)
     if not path.is_file():
@@ -88,12 +88,7 @@ def read_onnx_facts(path: str | Path) -> OnnxFacts:
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
         inputs.append(OnnxInput(v.name, _ONNX_DTYPE.get(t.elem_type, f"onnx-type-{t.elem_type}"), dims))
     names = {c.name for c in CONTRACTS}
-    custom = []
-    for n in proto.graph.node:
-        if n.domain not in ("", "ai.onnx"):
-            custom.append({"name": n.name, "op_type": n.op_type, "domain": n.domain, "inputs": len(n.input),
-                           "known": n.op_type in names,
-                           "attributes": {a.name: _attr_value(helper.get_attribute_value(a)) for a in n.attribute}})
+    custom = [{**node, "known": node["op_type"] in names} for node in custom_nodes(proto)]
     max_frames = None
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -103,14 +98,6 @@ def read_onnx_facts(path: str | Path) -> OnnxFacts:
             max_frames = None
     return OnnxFacts(path, inputs, [o.name for o in proto.graph.output], custom,
                      [f"{f.domain}::{f.name}" for f in proto.functions], max_frames)
-
-
-def _attr_value(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, (list, tuple)):
-        return [_attr_value(x) for x in v]
-    return v
 
 
 def plugin_problems(facts: OnnxFacts, allow_jit: bool = False) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import statistics
 import sys
@@ -27,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run import machine_info  # noqa: E402
 from muse_tvr.engine.config import get_config  # noqa: E402
 from muse_tvr.engine.model import MuseModel  # noqa: E402
 from muse_tvr.export.onnx_export import export_part  # noqa: E402
@@ -42,16 +42,6 @@ def timed(fn, repeats, warmup=1):
         out = fn()
         times.append(time.perf_counter() - t)
     return out, times
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():
@@ -99,7 +89,7 @@ def main():
         "what": f"MUSE head (pyramid + {cfg.head.depth} bidirectional Mamba blocks + pooling), tokens -> embedding",
         "model": cfg.name, "batch": 1, "frames": args.frames, "sequence_length": length,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+        "machine": {**machine_info(torch.device("cpu")),
                     "note": "shared 2-core CPU dev box; other jobs may have been running"},
         "versions": {"torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
                      "python": platform.python_version()},

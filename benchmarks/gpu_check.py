@@ -139,12 +139,13 @@ class Report:
         self.say(f"  {name:<44s} {'n/a' if ms is None else f'{ms:9.3f} ms'}  {more}")
 
 
-def bench(fn, device, iters: int, warmup: int = 3, inner: int = 10) -> dict:
+def bench(fn, device, iters: int, warmup: int = 3, inner: int = 10, graph: bool = True) -> dict:
     """Per-call milliseconds of fn: {"median_ms", "q1_ms", "q3_ms", "min_ms", "n", "method"}.
 
     CUDA: after `warmup` calls, `inner` back-to-back calls are captured into one CUDA graph and the graph
     is replayed `iters` times between one event pair each, so host launch overhead is not in the numbers;
-    if capture fails (a host sync inside fn), the same `inner` calls run back to back inside one event pair.
+    if capture fails (a host sync inside fn) or graph=False (fn replays a graph itself, or validates its
+    input on the host), the same `inner` calls run back to back inside one event pair.
     The inputs are reused (L2 warm where they fit; see "l2" in the section files). CPU: perf_counter.
     """
     import statistics
@@ -156,23 +157,25 @@ def bench(fn, device, iters: int, warmup: int = 3, inner: int = 10) -> dict:
         times, method = [], "perf_counter"
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-            graph, method = None, "cuda-graph"
+            captured, method = None, "cuda-graph"
             try:
+                if not graph:
+                    raise RuntimeError("graph capture not requested")
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     fn()
                 torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
+                captured = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(captured):
                     for _ in range(inner):
                         fn()
-                graph.replay()
+                captured.replay()
                 torch.cuda.synchronize(device)
             except Exception:  # noqa: BLE001 - not capturable: fall back to launches in one event pair
-                graph, method = None, "event-pair"
+                captured, method = None, "event-pair"
                 torch.cuda.synchronize(device)
-            run = graph.replay if graph is not None else (lambda: [fn() for _ in range(inner)])
+            run = captured.replay if captured is not None else (lambda: [fn() for _ in range(inner)])
             for _ in range(iters):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -192,7 +195,8 @@ def bench(fn, device, iters: int, warmup: int = 3, inner: int = 10) -> dict:
 
 
 def median_ms(fn, device, iters: int, warmup: int = 3, inner: int = 10) -> float:
-    return bench(fn, device, iters, warmup, inner)["median_ms"]
+    # One call per event pair (inner=1) is for slow eager loops: their launch gaps are what they cost.
+    return bench(fn, device, iters, warmup, inner, graph=inner > 1)["median_ms"]
 
 
 def _torch_dtype(name: str):
@@ -616,11 +620,11 @@ def section_video(rep: Report, a: argparse.Namespace, device) -> None:
         rep.data["graph_captured"] = bool(enc._graphs)
         iters = 1 if a.smoke else 10
         w = 0 if a.smoke else 1
-        g = bench(lambda: enc.encode(frames, mask), device, iters, warmup=w, inner=1)
+        g = bench(lambda: enc.encode(frames, mask), device, iters, warmup=w, inner=1, graph=False)
         eager_enc = VideoEncoder(model, use_graphs=False)
-        e = bench(lambda: eager_enc.encode(frames, mask), device, iters, warmup=w, inner=1)
+        e = bench(lambda: eager_enc.encode(frames, mask), device, iters, warmup=w, inner=1, graph=False)
         model.set_backend("reference")
-        r = bench(lambda: model.encode_video(frames, mask), device, 1 if a.smoke else 2, warmup=w, inner=1)
+        r = bench(lambda: model.encode_video(frames, mask), device, 1 if a.smoke else 2, warmup=w, inner=1, graph=False)
     rep.timing("video encoder triton, CUDA graph" if enc.use_graphs else "video encoder triton", g["median_ms"])
     rep.timing("video encoder triton, eager", e["median_ms"])
     rep.timing("video encoder PyTorch reference, eager", r["median_ms"])

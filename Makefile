@@ -36,3 +36,8 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-run
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The GPU machine's command (a CPU rehearsal without CUDA); results under $(OUT), default ./device-out.
+.PHONY: device-check
+device-check:
+	bash benchmarks/device_check.sh

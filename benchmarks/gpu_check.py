@@ -375,15 +375,36 @@ def check_pyramid(rep: Report, a: argparse.Namespace, device) -> None:
         rep.say(f"  muse_tvr.kernels.pyramid.benchmark_pyramid not available ({e}); skipped")
         return
     kw = {"frames": 1, "channels": 32} if a.smoke else {}
-    res = benchmark_pyramid(device=device, batch=a.batch, dtype=_torch_dtype(a.dtype), iters=a.iters, **kw)
+    res = benchmark_pyramid(device=device, batch=a.batch, dtype=_torch_dtype(a.dtype), iters=min(a.iters, 5), **kw)
     rep.data["pyramid"] = res
     err = res.get("max_abs_err", float("nan"))
     # LayerNorm outputs are O(1); bf16 rounding of O(1) values is ~1e-2, fp32 GEMM order ~1e-4.
     limit = 1e-3 if a.dtype == "fp32" else 6e-2
     rep.check(f"pyramid fused vs eager ({a.dtype})", bool(err <= limit), f"max abs err {err:.3e} (limit {limit})")
-    rep.timing("pyramid fused", res["fused_ms"], speedup=res["speedup"])
-    rep.timing("pyramid eager", res["eager_ms"])
-    rep.say(f"  speedup {res['speedup']:.2f}x (target >= {TARGET_PYRAMID_SPEEDUP}x)")
+    rep.timing("pyramid fused (host-timed, benchmark_pyramid)", res["fused_ms"], speedup=res["speedup"])
+    rep.timing("pyramid eager (host-timed, benchmark_pyramid)", res["eager_ms"])
+    # The same shapes timed by bench() (graph replay on CUDA): the numbers the summary uses.
+    import torch
+    from muse_tvr.engine.config import HeadConfig, VisionConfig
+    from muse_tvr.engine.pyramid import FeaturePyramid
+    from muse_tvr.engine.sequence import assemble_sequence
+    from muse_tvr.kernels.pyramid import fused_pyramid_sequence, pack_pyramid
+    frames, channels, grid = kw.get("frames", 12), kw.get("channels", 512), 7
+    dtype = _torch_dtype(a.dtype)
+    hc = HeadConfig(d_model=channels)
+    pyr = FeaturePyramid(hc, VisionConfig(patch_size=224 // grid, output_dim=channels))
+    pyr.grid = grid
+    pyr = pyr.to(device=device, dtype=dtype).eval()
+    tokens = torch.randn(a.batch, frames, 1 + grid * grid, channels, device=device).to(dtype)
+    pack = pack_pyramid(pyr, pyr.scales, dtype, device)
+    iters = 1 if a.smoke else a.iters
+    fused = bench(lambda: fused_pyramid_sequence(tokens, pack, hc.order), device, iters)
+    eager = bench(lambda: assemble_sequence(tokens[:, :, 0], pyr(tokens[:, :, 1:]), hc.order), device, iters)
+    rep.timing("pyramid fused", fused["median_ms"], q1=fused["q1_ms"], q3=fused["q3_ms"], method=fused["method"])
+    rep.timing("pyramid eager", eager["median_ms"], q1=eager["q1_ms"], q3=eager["q3_ms"], method=eager["method"])
+    rep.data["pyramid_timed"] = {"fused": fused, "eager": eager}
+    rep.data["pyramid_vs_eager"] = fused["median_ms"] / eager["median_ms"]
+    rep.say(f"  fused / eager = {rep.data['pyramid_vs_eager']:.3f} (target <= {1 / TARGET_PYRAMID_SPEEDUP:.2f})")
 
 
 def check_head(rep: Report, a: argparse.Namespace, device) -> None:
@@ -673,7 +694,8 @@ def summarize_sections(out_dir: Path) -> dict:
             found.setdefault(k, val)
     if "scan_achieved" in found:
         found["scan_pct_of_bound"] = found["scan_achieved"]["pct_of_bound"]
-    if isinstance(found.get("pyramid"), dict) and found["pyramid"].get("speedup"):
+    if found.get("pyramid_vs_eager") is None and isinstance(found.get("pyramid"), dict) \
+            and found["pyramid"].get("speedup"):
         found["pyramid_vs_eager"] = 1.0 / found["pyramid"]["speedup"]
     for k in SUMMARY_KEYS:
         summary[k] = found.get(k)

@@ -12,8 +12,11 @@ Pickles are read with `weights_only=True`. Every mismatch is reported at once, i
 """
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
+import pickle
 import re
 import warnings
 import zipfile
@@ -50,7 +53,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             sd = load_file(str(path))
         elif _is_torchscript(path):
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            sd = read_torchscript_tensors(path)
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except (FileNotFoundError, CheckpointError):
@@ -59,6 +62,96 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
                               f"checkpoint ({type(e).__name__}: {e})") from e
     return _unwrap(sd, path)
+
+
+class _ScriptObject:
+    """Stands in for a TorchScript class instance: keeps the pickled state, runs none of its code."""
+
+    def __init__(self, *args):
+        self.state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+_SCRIPT_HELPERS = {  # torch.jit._pickle helpers that only tag or wrap a value already in the pickle
+    "restore_type_tag": lambda value, _tag: value, "build_intlist": list, "build_doublelist": list,
+    "build_boollist": list, "build_tensorlist": list,
+}
+
+
+class _ArchiveUnpickler(pickle.Unpickler):
+    """Unpickles a TorchScript archive's data.pkl building only tensors from the zip's data records.
+    Any global other than tensor rebuilding, storages and OrderedDict is refused."""
+
+    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str, path: Path):
+        super().__init__(io.BytesIO(data))
+        self._zf, self._prefix, self._path = zf, prefix, path
+
+    def find_class(self, module, name):
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return lambda data, requires_grad, hooks: data
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "torch" and name.endswith("Storage") and isinstance(getattr(torch, name, None), type):
+            return getattr(torch, name)
+        if module == "torch.jit._pickle" and name in _SCRIPT_HELPERS:
+            return _SCRIPT_HELPERS[name]
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        raise CheckpointError(f"{self._path}: the TorchScript archive refers to {module}.{name}, which a "
+                              f"weights file does not need; refusing to load it")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"{self._path}: unexpected record reference {pid!r} in the archive")
+        _, storage_type, key, _location, numel = pid
+        dtype = storage_type.dtype if isinstance(storage_type, type) else storage_type
+        raw = self._zf.read(f"{self._prefix}/data/{key}")
+        if len(raw) < numel * torch.empty((), dtype=dtype).element_size():
+            raise CheckpointError(f"{self._path}: data record {key} is shorter than its tensor")
+        if not raw:
+            return torch.empty(0, dtype=dtype)
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype)[:numel]
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_rest):
+    return storage.as_strided(tuple(size), tuple(stride), offset).clone()
+
+
+def _collect_tensors(obj, prefix: str, out: dict, seen: set) -> None:
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, _ScriptObject):
+        obj = obj.state
+    if not isinstance(obj, dict):
+        return
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(value, torch.Tensor):
+            out[prefix + key] = value
+        elif isinstance(value, (_ScriptObject, dict)):
+            _collect_tensors(value, f"{prefix}{key}.", out, seen)
+
+
+def read_torchscript_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The named tensors of a TorchScript archive (OpenAI's CLIP `.pt`), read from its data.pkl and data
+    records without `torch.jit.load`: loading a TorchScript module runs code stored in the file (a
+    scripted `__setstate__`), so none of the archive's code is compiled or run here."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if not names:
+            raise CheckpointError(f"{path}: TorchScript archive without data.pkl")
+        prefix = names[0].split("/", 1)[0]
+        root = _ArchiveUnpickler(zf.read(names[0]), zf, prefix, path).load()
+    out: dict[str, torch.Tensor] = {}
+    _collect_tensors(root, "", out, set())
+    return out
 
 
 def _is_torchscript(path: Path) -> bool:

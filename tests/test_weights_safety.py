@@ -1,0 +1,45 @@
+"""TorchScript archives are read without running code stored in them."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from muse_tvr.engine.weights import read_state_dict
+
+
+class _Trap(nn.Module):
+    """Its scripted __setstate__ creates a file when the archive is loaded with torch.jit.load."""
+
+    def __init__(self, target: str):
+        super().__init__()
+        self.target = target
+        self.weight = nn.Parameter(torch.ones(3), requires_grad=False)
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.target, self.weight, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, torch.Tensor, bool]):
+        self.target = state[0]
+        self.training = state[2]
+        # The mapped file is used in the result so the call cannot be dropped as dead code.
+        self.weight = state[1] + torch.from_file(self.target, shared=True, size=3) * 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_scripted_setstate_is_not_run(tmp_path):
+    target = tmp_path / "pwned"
+    archive = tmp_path / "trap.pt"
+    torch.jit.save(torch.jit.script(_Trap(str(target))), str(archive))
+    assert not target.exists()
+    torch.jit.load(str(archive))  # the trap works when the archive is executed
+    assert target.exists()
+    target.unlink()
+    try:
+        read_state_dict(archive)
+    except ValueError:
+        pass  # refusing the archive is fine; running its code is not
+    assert not target.exists()

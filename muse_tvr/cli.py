@@ -9,6 +9,21 @@ import sys
 from . import __version__, commands
 
 
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # the range torch.manual_seed accepts
+
+
+def parse_seed(text: str) -> int:
+    """argparse type for --seed: an integer torch.manual_seed accepts (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give an integer") from None
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed {text} is out of range: give an integer from {SEED_MIN} "
+                                         f"to {SEED_MAX}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muse-tvr", description="MUSE text-video retrieval engine")
     parser.add_argument("--version", action="version", version=f"muse-tvr {__version__}")
@@ -20,13 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "muse-tvr"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"muse-tvr {args.command}"
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as e:
         # Errors raised for bad input carry a message meant for the user: print it without a traceback.
-        print(f"muse-tvr {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure to explain: one line, the shell's 128 + SIGINT.
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model directory, reference checkpoint or CLIP file")
     p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     p.add_argument("--backbone", default="tiny", help="preset when no --model is given (default tiny)")
+    from ..cli import parse_seed
+    p.add_argument("--seed", type=parse_seed, default=0,
+                   help="seed for random weights; the same as the export's (default 0)")
     p.add_argument("--dir", required=True, help="directory of an export of THIS model; exported there first "
                    "if it holds no .onnx files")
     p.add_argument("--parts", nargs="+", default=["video", "head", "text"], choices=["video", "head", "text"])
@@ -96,14 +99,31 @@ def _files_in(directory):
     return out
 
 
+def check_fingerprints(files, fingerprint: str, directory) -> None:
+    """Refuse exported files whose sidecar records a different model (or none)."""
+    import json
+
+    for f in files:
+        recorded = json.loads(f.sidecar.read_text()).get("model_fingerprint")
+        if recorded != fingerprint:
+            what = "records no model fingerprint" if recorded is None else "was exported from another model"
+            raise ValueError(f"{f.sidecar} {what}: pass the --model/--sidecar/--backbone/--seed used for the "
+                             f"export, or an empty --dir to export this model there "
+                             f"(this model: {fingerprint[:16]})")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..engine.config import get_config
-    from ..engine.weights import load_model
+    from .encode import build_model, model_spec
+    from .export import require_export_extra
+
+    require_export_extra("compare")
     from ..export.onnx_export import export_all
 
-    model = load_model(args.model, args.sidecar, None if args.model else get_config(args.backbone)).eval()
+    model, info = build_model(model_spec(args))
     files = [f for f in _files_in(args.dir) if f.part in args.parts and f.dtype in args.dtype]
-    if not files:
-        files = export_all(model, args.dir, args.parts, args.dtype)
+    if files:
+        check_fingerprints(files, info["fingerprint"], args.dir)
+    else:
+        files = export_all(model, args.dir, args.parts, args.dtype, fingerprint=info["fingerprint"])
     compare_files(model, files, args.op_library, args.batch, args.frames)
     return 0

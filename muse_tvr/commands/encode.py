@@ -15,7 +15,8 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "V
     p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     p.add_argument("--backbone", default=default_backbone,
                    help="preset for a random model: ViT-B/32, ViT-B/16, ViT-L/14, tiny")
-    p.add_argument("--seed", type=int, default=0,
+    from ..cli import parse_seed
+    p.add_argument("--seed", type=parse_seed, default=0,
                    help="seed for random weights, so that reruns build the same model (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     add_backend_arg(p)

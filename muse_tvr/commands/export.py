@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: a randomly initialised model of --backbone)")
     o.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     o.add_argument("--backbone", default="ViT-B/32", help="preset when no --model is given (e.g. tiny)")
+    from ..cli import parse_seed
+    o.add_argument("--seed", type=parse_seed, default=0,
+                   help="seed for random weights, so that `compare` rebuilds the same model (default 0)")
     o.add_argument("--out", required=True, help="output directory")
     o.add_argument("--parts", nargs="+", default=["video", "head", "text"], choices=["video", "head", "text"])
     o.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"])
@@ -27,16 +30,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.set_defaults(func=run)
 
 
+EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def require_export_extra(command: str) -> None:
+    """Fail with the install line when the `[export]` extra's packages are missing."""
+    import importlib.util
+
+    missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"`muse-tvr {command}` needs {', '.join(missing)}: install the export extra "
+                         f"with  pip install 'muse-tvr[export]'")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..engine.config import get_config
-    from ..engine.weights import load_model
+    import os
+
+    from .encode import build_model, model_spec
+
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file: give a directory for the exported files")
+    require_export_extra("export")
     from ..export.onnx_export import export_all
 
-    model = load_model(args.model, args.sidecar, None if args.model else get_config(args.backbone)).eval()
+    model, info = build_model(model_spec(args))
     if "random" in model.weight_sources.values():
-        print(f"note: weights {model.weight_sources} (random parts export fine but give meaningless scores)")
+        print(f"note: weights {model.weight_sources} (random parts export fine but give meaningless scores; "
+              f"seed {args.seed})")
     files = export_all(model, args.out, args.parts, args.dtype, args.variants, args.opset, args.pyramid,
-                       aot=not args.no_aot)
+                       aot=not args.no_aot, fingerprint=info["fingerprint"])
     print(f"{len(files)} files in {args.out}")
     if args.verify:
         from .compare import compare_files

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recreate the (unsaved) pyramid weights of a reference-trained MUSE checkpoint",
         description="Replay the reference constructor's CPU-generator draws from the seed up to the "
                     "pyramid and write the pyramid's initial weights as a safetensors sidecar.")
-    p.add_argument("--seed", type=int, default=42, help="the training run's --seed (reference default: 42)")
+    from ..cli import parse_seed
+    p.add_argument("--seed", type=parse_seed, default=42, help="the training run's --seed (reference default: 42)")
     p.add_argument("--backbone", choices=BACKBONES, default="ViT-B/32",
                    help="the run's --pretrained_clip_name (default: ViT-B/32)")
     p.add_argument("--out", required=True, help="path of the .safetensors file to write")
@@ -34,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not -(2 ** 63) <= args.seed < 2 ** 64:
         raise ValueError(f"seed {args.seed} is outside the range torch.manual_seed accepts")
+    if os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a directory: give the path of the .safetensors file to write "
+                         f"(e.g. {os.path.join(args.out, 'pyramid.safetensors')})")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"output directory does not exist: {out_dir}")

@@ -357,12 +357,22 @@ def load_pretrained(directory: str | os.PathLike) -> MuseModel:
 def load_model(path: str | os.PathLike | None, sidecar=None, config: MuseConfig | None = None) -> MuseModel:
     """One entry for the CLI: a model directory, a reference checkpoint (+ sidecar), a CLIP file, or
     None for a randomly initialised model of `config` (default ViT-B/32)."""
+    # A sidecar only completes a reference checkpoint; anywhere else it would be silently unused.
     if path is None:
+        if sidecar is not None:
+            raise ValueError(f"--sidecar {sidecar} needs --model with a reference MUSE checkpoint; without "
+                             f"--model the weights are random and the sidecar would be ignored")
         return MuseModel(config or PRESETS["ViT-B/32"])
     path = Path(path)
     if path.is_dir():
+        if sidecar is not None:
+            raise ValueError(f"--sidecar {sidecar} does not apply to the model directory {path} (it holds "
+                             f"its pyramid already): drop --sidecar")
         return load_pretrained(path)
     sd = read_state_dict(path)
     if any(k.startswith("MS_mamba.") for k in sd):
         return load_reference_checkpoint(sd, sidecar, config)
+    if sidecar is not None:
+        raise ValueError(f"--sidecar {sidecar} does not apply to {path}, a CLIP checkpoint without a MUSE "
+                         f"head: drop --sidecar or pass a reference MUSE checkpoint")
     return load_clip(sd, config)

@@ -288,8 +288,10 @@ def check(proto) -> None:
 
 def export_part(model, part: str, out_dir: str | Path, dtype: str = "float32",
                 variants: tuple[str, ...] = VARIANTS, opset: int = DEFAULT_OPSET, pyramid: str = "decomposed",
-                aot: bool = True, log=print) -> list[ExportedFile]:
-    """Export one part of `model` in `dtype` as the given variants; check every file; write sidecars."""
+                aot: bool = True, log=print, fingerprint: str | None = None) -> list[ExportedFile]:
+    """Export one part of `model` in `dtype` as the given variants; check every file; write sidecars.
+    `fingerprint` (gallery.model_fingerprint of the uncast model) goes into each sidecar so that
+    `compare` can tell whether a directory was exported from the model it is given."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; choose from {PARTS}")
     if dtype not in DTYPES:
@@ -337,6 +339,7 @@ def export_part(model, part: str, out_dir: str | Path, dtype: str = "float32",
         meta = {
             "file": path.name, "part": part, "variant": variant, "dtype": dtype, "opset": opset,
             "model": m.config.name, "config": m.config.to_dict(), "weights": dict(model.weight_sources),
+            "model_fingerprint": fingerprint,
             "pyramid": pyramid if part != "text" else None,
             "inputs": _io_table(proto.graph.input), "outputs": _io_table(proto.graph.output),
             "dynamic_axes": dyn_names,
@@ -352,9 +355,12 @@ def export_part(model, part: str, out_dir: str | Path, dtype: str = "float32",
 
 def export_all(model, out_dir: str | Path, parts=PARTS, dtypes=("float32",), variants=VARIANTS,
                opset: int = DEFAULT_OPSET, pyramid: str = "decomposed", aot: bool = True, log=print,
-               ) -> list[ExportedFile]:
+               fingerprint: str | None = None) -> list[ExportedFile]:
+    if fingerprint is None:
+        from ..engine.gallery import model_fingerprint
+        fingerprint = model_fingerprint(model)
     files = []
     for part in parts:
         for dt in dtypes:
-            files += export_part(model, part, out_dir, dt, variants, opset, pyramid, aot, log)
+            files += export_part(model, part, out_dir, dt, variants, opset, pyramid, aot, log, fingerprint)
     return files

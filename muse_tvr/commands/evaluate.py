@@ -28,11 +28,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def unsafe_video_id(video_id: str) -> str | None:
+    """Why `video_id` could name a file outside the videos folder (None when it cannot)."""
+    import os
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if os.path.isabs(video_id) or PureWindowsPath(video_id).is_absolute() or video_id.startswith(("/", "\\")):
+        return "is an absolute path"
+    parts = set(PurePosixPath(video_id.replace("\\", "/")).parts)
+    if ".." in parts:
+        return "climbs out with '..'"
+    if "\0" in video_id:
+        return "contains a NUL byte"
+    return None
+
+
+def check_video_ids(pairs: list[tuple[str, str]], captions) -> None:
+    """Refuse caption rows whose video_id would be read from outside --videos (row 2 is the first
+    data row, after the header)."""
+    for line, (vid, _) in enumerate(pairs, start=2):
+        why = unsafe_video_id(vid)
+        if why:
+            raise ValueError(f"{captions}:{line}: video_id {vid!r} {why}; ids must name files inside --videos")
+
+
 def find_video_file(folder, video_id: str):
     from pathlib import Path
 
     from ..engine.video import VIDEO_EXTENSIONS
 
+    why = unsafe_video_id(video_id)
+    if why:
+        raise ValueError(f"video_id {video_id!r} {why}; ids must name files inside {folder}")
     folder = Path(folder)
     for ext in VIDEO_EXTENSIONS:
         p = folder / f"{video_id}{ext}"
@@ -80,6 +107,25 @@ def evaluate(model, info: dict, videos_dir, pairs: list[tuple[str, str]], cache_
             "t2v": metrics["t2v"], "v2t": metrics["v2t"], "sim": sim.astype(np.float32)}
 
 
+def _check_cache_model(cache, info: dict) -> None:
+    """Refuse a --cache gallery of another model here, where the message can name --cache."""
+    import json
+    import os
+
+    manifest = os.path.join(cache, "gallery.json")
+    if not os.path.isfile(manifest):
+        return
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            have = json.load(f)["model"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a damaged manifest is reported by the gallery itself
+    if have != info["fingerprint"]:
+        raise ValueError(f"--cache {cache} holds embeddings of another model (fingerprint {have[:16]}..., "
+                         f"not {info['fingerprint'][:16]}...): use another --cache folder, or delete this "
+                         f"one to re-encode")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import os
@@ -88,11 +134,13 @@ def run(args: argparse.Namespace) -> int:
     from .encode import build_model, model_spec, random_weights_banner
 
     pairs = read_caption_csv(args.captions)
+    check_video_ids(pairs, args.captions)
     if not os.path.isdir(args.videos):
         raise FileNotFoundError(f"videos folder not found: {args.videos}")
     model, info = build_model(model_spec(args), args.threads, args.backend)
     random_weights_banner(info)
     cache = args.cache or os.path.join(".muse-tvr-cache", info["fingerprint"][:16])
+    _check_cache_model(cache, info)
     out = evaluate(model, info, args.videos, pairs, cache, args.batch_size, args.text_batch, args.workers)
     random_parts = [k for k, v in info["weight_sources"].items() if v == "random"]
     if out["duplicate_video_rows"]:

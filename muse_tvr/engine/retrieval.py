@@ -116,19 +116,23 @@ def read_caption_csv(path: str | os.PathLike) -> list[tuple[str, str]]:
     `sentence` (the 1k-A test file has key, vid_key, video_id, sentence). Row order is kept."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"captions file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        missing = [c for c in ("video_id", "sentence") if c not in fields]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {fields}. Expected an MSR-VTT "
-                             f"style CSV with header key,vid_key,video_id,sentence")
-        pairs = []
-        for line, row in enumerate(reader, start=2):
-            vid, sent = (row.get("video_id") or "").strip(), row.get("sentence")
-            if not vid or sent is None:
-                raise ValueError(f"{path}:{line}: empty video_id or sentence")
-            pairs.append((vid, sent))
+    # utf-8-sig: Excel starts its UTF-8 CSVs with a byte order mark, which would stick to the first header.
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            missing = [c for c in ("video_id", "sentence") if c not in fields]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; found {fields}. Expected an MSR-VTT "
+                                 f"style CSV with header key,vid_key,video_id,sentence")
+            pairs = []
+            for line, row in enumerate(reader, start=2):
+                vid, sent = (row.get("video_id") or "").strip(), row.get("sentence")
+                if not vid or sent is None:
+                    raise ValueError(f"{path}:{line}: empty video_id or sentence")
+                pairs.append((vid, sent))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the CSV as UTF-8") from None
     if not pairs:
         raise ValueError(f"{path}: no caption rows")
     return pairs

@@ -314,3 +314,69 @@ def test_find_videos_mixed_folder(tmp_path):
     assert [p.name for p in ignored] == ["readme.txt"]
     with pytest.raises(FileNotFoundError, match="nope"):
         find_videos([tmp_path / "nope"])
+
+
+# ----- truncated files and rotation metadata ----------------------------------------------------------
+def _write(path, n: int, fps: int = 10, size=(64, 48), rotation: int = 0, options=None, image=None) -> None:
+    w, h = size
+    with av.open(str(path), "w", options=options or {}) as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": "12", "preset": "ultrafast"}
+        if rotation:
+            s.set_display_rotation(rotation)
+        for i in range(n):
+            img = pattern_frame(i, w, h) if image is None else image
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def _cut_in_half(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("ext,options", [(".mp4", {"movflags": "faststart"}), (".mkv", None)],
+                         ids=["faststart-mp4", "mkv"])
+def test_truncated_file_is_flagged(tmp_path, ext, options):
+    path = tmp_path / f"cut{ext}"
+    _write(path, 60, options=options)
+    whole = load_video_file(path, size=32)
+    assert not whole.truncated and whole.warnings == []
+    _cut_in_half(path)
+    with pytest.warns(UserWarning, match="truncated"):
+        v = load_video_file(path, size=32)
+    assert v.truncated
+    assert v.frame_count < 60
+    assert v.duration < 6.0 - 1.0  # the decoded part, not the container's 6 s
+    assert "truncated" in v.warnings[0]
+    with pytest.raises(VideoError, match="truncated"):
+        load_video(str(path), size=32, strict=True)
+
+
+def test_complete_vfr_clip_is_not_flagged(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    make_clip(path, 3, vfr=True)
+    import warnings as w
+    with w.catch_warnings():
+        w.simplefilter("error")
+        assert not load_video_file(path, size=32).truncated
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:24] = 255  # top half white: any turn moves it
+    path = tmp_path / f"rot{rotation}.mp4"
+    _write(path, 3, size=(64, 48), rotation=rotation, image=stored)
+    v = load_video_file(path, size=48)
+    assert v.extra["rotation"] % 360 == rotation % 360
+    # the display matrix turns counter-clockwise, as np.rot90 does
+    upright = np.ascontiguousarray(np.rot90(stored, k=(rotation % 360) // 90))
+    assert (v.extra["width"], v.extra["height"]) == (upright.shape[1], upright.shape[0])
+    want = np.asarray(resize_center_crop(Image.fromarray(upright), 48)).astype(int)
+    sideways = np.asarray(resize_center_crop(Image.fromarray(stored), 48)).astype(int)
+    assert np.abs(v.frames[0].astype(int) - want).mean() < 12
+    assert np.abs(sideways - want).mean() > 60  # the check can tell an unturned frame

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -45,6 +46,10 @@ class VideoError(ValueError):
     """A video (file, frame folder or array) that cannot be read or sampled; the message names it."""
 
 
+class VideoTruncatedWarning(UserWarning):
+    """A video file decodes to less than its container declares; it was sampled from what decodes."""
+
+
 @dataclass
 class SampledVideo:
     """The frames kept from one video.
@@ -53,7 +58,11 @@ class SampledVideo:
     indices:     source frame number of each kept frame (decoded-frame order / image order / array row)
     frame_count: frames in the source (decoded frames, images in the folder, rows of the array)
     fps:         the frame rate used for sampling (None when frames were given already sampled)
-    duration:    seconds, from the container when it says, else frame_count / fps (None if unknown)
+    duration:    seconds, from the container when it says, else frame_count / fps (None if unknown);
+                 for a truncated file, the decoded part
+    truncated:   the file decodes to fewer frames than its container declares (cut off); sampled from
+                 what decodes. Galleries should flag such videos; `strict` loading refuses them.
+    warnings:    one line per problem found while reading (empty when none)
     """
 
     source: str
@@ -64,6 +73,8 @@ class SampledVideo:
     duration: float | None
     kind: str = "file"
     extra: dict = field(default_factory=dict)
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def model_input(self, max_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """CLIP-normalised float32 (max_frames, 3, S, S), zero-padded, and the mask (max_frames,)."""
@@ -162,29 +173,70 @@ def _count_packets(path: str) -> int:
         container.close()
 
 
-def _decode_selected(path: str, wanted: Sequence[int], size: int) -> tuple[dict[int, np.ndarray], int]:
-    """Decode every frame of the first video stream in order; crop and keep only `wanted` ones.
+_TRANSPOSE = {90: "ROTATE_90", 180: "ROTATE_180", 270: "ROTATE_270"}  # counter-clockwise, as PIL's
 
-    Returns ({frame number: (size, size, 3) uint8}, number of decoded frames)."""
+
+def _upright(image, rotation: int):
+    """`image` turned as the display matrix says (counter-clockwise degrees, PyAV's VideoFrame.rotation),
+    so that a phone video held upright is not embedded sideways."""
+    from PIL import Image
+
+    angle = int(rotation) % 360
+    if angle in _TRANSPOSE:
+        return image.transpose(getattr(Image.Transpose, _TRANSPOSE[angle]))
+    return image.rotate(angle, expand=True) if angle else image
+
+
+def _decode_selected(path: str, wanted: Sequence[int], size: int) -> tuple[dict[int, np.ndarray], int, dict]:
+    """Decode every frame of the first video stream in order; turn each upright; crop and keep only the
+    `wanted` ones.
+
+    Returns ({frame number: (size, size, 3) uint8}, number of decoded frames,
+             {"end": seconds at which the last decoded frame ends (None if unstamped), "rotation": degrees})."""
     import av
 
     wanted_set = set(wanted)
     kept: dict[int, np.ndarray] = {}
     container = _open(path)
     n = 0
+    end = None
+    rotation = 0
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
+            if n == 0:
+                rotation = int(frame.rotation or 0)
             if n in wanted_set:
-                kept[n] = np.asarray(resize_center_crop(frame.to_image(), size))
+                kept[n] = np.asarray(resize_center_crop(_upright(frame.to_image(), rotation), size))
+            if frame.pts is not None and frame.time_base is not None:
+                t = float(frame.pts * frame.time_base)
+                step = float(frame.duration * frame.time_base) if frame.duration else 0.0
+                end = max(end or 0.0, t + step)
             n += 1
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: the file is corrupt or truncated; decoding failed after {n} frames "
                          f"({_reason(e)})") from e
     finally:
         container.close()
-    return kept, n
+    return kept, n, {"end": end, "rotation": rotation}
+
+
+def _shortfall(info: dict, n: int, end: float | None, fps: float) -> str | None:
+    """Why the decoded frames fall short of what the container declares (None when they do not).
+
+    Two frames of slack absorb rounding and B-frame edit lists; beyond that a cut-off file (the index
+    or header survived, the data did not) is the likely cause."""
+    slack = 2
+    declared = info["frame_count"]
+    if declared and n < declared - slack:
+        return f"decoded {n} of the {declared} frames the container declares"
+    duration, start = info["duration"], info.get("start") or 0.0
+    if duration and end is not None:
+        missing = duration - (end - start)
+        if missing > max(slack / fps, 0.02 * duration):
+            return f"decoded {end - start:.2f} s of the {duration:.2f} s the container declares"
+    return None
 
 
 def probe_video(path: str | os.PathLike) -> dict:
@@ -205,14 +257,22 @@ def probe_video(path: str | os.PathLike) -> dict:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1_000_000
-        return {"fps": fps, "frame_count": int(stream.frames or 0), "duration": duration,
+        start = None
+        if stream.start_time is not None and stream.time_base is not None:
+            start = float(stream.start_time * stream.time_base)
+        return {"fps": fps, "frame_count": int(stream.frames or 0), "duration": duration, "start": start,
                 "width": stream.codec_context.width, "height": stream.codec_context.height}
     finally:
         container.close()
 
 
-def load_video_file(path: str | os.PathLike, size: int = 224, max_frames: int = 12) -> SampledVideo:
-    """Decode and sample one video file as the reference does (see the module docstring)."""
+def load_video_file(path: str | os.PathLike, size: int = 224, max_frames: int = 12,
+                    strict: bool = False) -> SampledVideo:
+    """Decode and sample one video file as the reference does (see the module docstring).
+
+    A file that decodes to fewer frames than its container declares (cut off during a copy or download)
+    is sampled from what decodes, with `truncated` set, the reason in `warnings` and a Python warning
+    (VideoTruncatedWarning); with `strict` it is refused (VideoError)."""
     path = str(path)
     if not os.path.isfile(path):
         raise VideoError(f"{path}: no such file")
@@ -222,18 +282,34 @@ def load_video_file(path: str | os.PathLike, size: int = 224, max_frames: int = 
     fps = info["fps"]
     predicted = info["frame_count"] or _count_packets(path)
     wanted = reference_indices(predicted, fps, max_frames)
-    kept, n = _decode_selected(path, wanted, size)
+    kept, n, seen = _decode_selected(path, wanted, size)
     if n == 0:
         raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video stream)")
+    short = _shortfall(info, n, seen["end"], fps)
+    if short and strict:
+        raise VideoError(f"{path}: the file is truncated ({short}); re-copy or re-download it, or encode "
+                         f"without --strict to embed the part that decodes")
     actual = reference_indices(n, fps, max_frames)
     if actual != wanted:  # the container's frame count was wrong: decode again with the right selection
-        kept, n2 = _decode_selected(path, actual, size)
+        kept, n2, _ = _decode_selected(path, actual, size)
         if n2 != n:
             raise VideoError(f"{path}: decoding is not repeatable ({n} then {n2} frames); corrupt file?")
-    duration = info["duration"] if info["duration"] else n / fps
+    notes = []
+    if short:
+        notes.append(f"truncated: {short}; embedded from the frames that decode")
+        warnings.warn(f"{path}: {notes[-1]}", VideoTruncatedWarning, stacklevel=2)
+    # The duration is what was decoded when the file is cut short: the container's figure is not there.
+    if short and seen["end"] is not None:
+        duration = seen["end"] - (info.get("start") or 0.0)
+    else:
+        duration = info["duration"] if info["duration"] else n / fps
+    width, height = info["width"], info["height"]
+    if seen["rotation"] % 180:
+        width, height = height, width
     return SampledVideo(source=path, frames=np.stack([kept[i] for i in actual]), indices=actual,
                         frame_count=n, fps=fps, duration=duration, kind="file",
-                        extra={"width": info["width"], "height": info["height"]})
+                        extra={"width": width, "height": height, "rotation": seen["rotation"]},
+                        truncated=bool(short), warnings=notes)
 
 
 # ----- frame folders and arrays ----------------------------------------------------------------------
@@ -295,14 +371,16 @@ def load_array(frames: np.ndarray | torch.Tensor, size: int = 224, max_frames: i
                         duration=n / fps if fps else None, kind="array")
 
 
-def load_video(source, size: int = 224, max_frames: int = 12, fps: float | None = None) -> SampledVideo:
+def load_video(source, size: int = 224, max_frames: int = 12, fps: float | None = None,
+               strict: bool = False) -> SampledVideo:
     """One entry point: a video file path, a folder of frame images, or a (N, H, W, 3) uint8 array.
-    `fps` applies to folders and arrays only (a file states its own rate)."""
+    `fps` applies to folders and arrays only (a file states its own rate); `strict` refuses a truncated
+    file (see load_video_file)."""
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return load_array(source, size, max_frames, fps)
     if os.path.isdir(source):
         return load_frame_folder(source, size, max_frames, fps)
-    return load_video_file(source, size, max_frames)
+    return load_video_file(source, size, max_frames, strict)
 
 
 # ----- finding inputs --------------------------------------------------------------------------------

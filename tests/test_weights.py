@@ -65,9 +65,8 @@ def test_reference_checkpoint_and_sidecar_reproduce_outputs(tiny, tmp_path):
     # The reference stores some CLIP tensors in fp16; the MUSE part is fp32.
     ckpt["clip.token_embedding.weight"] = ckpt["clip.token_embedding.weight"].clone()
     torch.save(ckpt, tmp_path / "pytorch_model.bin.4")
-    from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in ref.items() if k.startswith("mamba_stages.")},
-              str(tmp_path / "pyramid.safetensors"))
+    from muse_tvr.engine.sidecar import save_sidecar
+    save_sidecar({k: v for k, v in ref.items() if k.startswith("mamba_stages.")}, tmp_path / "pyramid.safetensors")
     loaded = load_reference_checkpoint(tmp_path / "pytorch_model.bin.4", tmp_path / "pyramid.safetensors",
                                        config=TINY).eval()
     frames, mask, ids = _inputs(TINY)

@@ -318,12 +318,21 @@ def save_sidecar(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        chmod_like_new_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return checksum
+
+
+def chmod_like_new_file(path: str | os.PathLike[str]) -> None:
+    """Give `path` the mode a plain new file gets (0666 less the umask): mkstemp and safetensors create
+    files owner-only, which would hide shared weights from the rest of a group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def read_sidecar_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -386,7 +395,11 @@ def load_sidecar(path: str | os.PathLike[str], config: MuseConfig | None = None)
     if problems:
         raise ValueError(f"{path} does not match the {config.name} pyramid: " + " | ".join(problems))
     stored = meta.get("sha256")
-    if stored is not None and stored != sidecar_checksum(state):
+    if stored is None:
+        # Without it a damaged or edited file would load silently; every sidecar this engine writes has it.
+        raise ValueError(f"{path}: the sidecar's metadata has no sha256, so its data cannot be checked; "
+                         f"recreate it with `muse-tvr pyramid-sidecar`")
+    if stored != sidecar_checksum(state):
         raise ValueError(f"{path}: tensor data does not match the checksum in its metadata (corrupt file)")
     return state
 

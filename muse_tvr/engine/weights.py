@@ -26,6 +26,7 @@ import torch
 
 from .config import PRESETS, HeadConfig, MuseConfig, TextConfig, VisionConfig
 from .model import REFERENCE_PREFIXES, MuseModel
+from .sidecar import chmod_like_new_file
 
 # Keys in OpenAI's archive that are hyper-parameters, not weights (the reference deletes them too).
 _CLIP_META_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -328,6 +329,7 @@ def save_pretrained(model: MuseModel, directory: str | os.PathLike) -> Path:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model_to_reference_names(model).items()}
     tmp = directory / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG})
+    chmod_like_new_file(tmp)
     os.replace(tmp, directory / "model.safetensors")
     meta = {"format": FORMAT_TAG, "config": model.config.to_dict(), "weight_sources": model.weight_sources}
     (directory / "config.json").write_text(json.dumps(meta, indent=2))

@@ -176,3 +176,18 @@ def test_decode_rejects_out_of_range(ours):
         ours.decode([1, 49408])
     with pytest.raises(ValueError, match="outside the vocabulary"):
         ours.decode([-1])
+
+
+def test_long_query_truncation_is_reported():
+    import warnings
+
+    from muse_tvr.engine.tokenizer import ClipTokenizer, TextTruncatedWarning
+
+    tok = ClipTokenizer()
+    long_query = "a man " * 40 + "plays guitar"
+    with pytest.warns(TextTruncatedWarning, match="a man a man"):
+        ids = tok(long_query, 32)
+    assert ids.shape == (1, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tok("a short query", 32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +48,10 @@ _PRETOKEN = regex.compile(
     regex.IGNORECASE,
 )
 _SPECIAL_IDS = {SOT_TOKEN: SOT_ID, EOT_TOKEN: EOT_ID}
+
+
+class TextTruncatedWarning(UserWarning):
+    """A caption is longer than the model's text window; its tail is not used."""
 
 
 @lru_cache(maxsize=1)
@@ -189,9 +194,20 @@ class ClipTokenizer:
                 raise ValueError(f"caption {i} is a {type(t).__name__}, not a str")
         encoded = self._encode_many(texts)
         out = torch.zeros(len(texts), max_words, dtype=torch.long)
+        cut = []
         for i, ids in enumerate(encoded):
             if not ids:
                 raise ValueError(f"caption {i} is empty after cleaning: {texts[i]!r}")
+            if len(ids) > max_words - 2:
+                cut.append(i)
             row = [SOT_ID, *ids[:max_words - 2], EOT_ID]
             out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        if cut:
+            # The model only sees max_words-2 tokens (as the reference does); say so rather than
+            # silently matching on the first part of a long query. One warning per call, not per caption.
+            first = texts[cut[0]]
+            shown = first if len(first) <= 80 else first[:77] + "..."
+            more = f" and {len(cut) - 1} more caption(s)" if len(cut) > 1 else ""
+            warnings.warn(f"query {shown!r} has {len(encoded[cut[0]])} tokens; only the first {max_words - 2} "
+                          f"are used{more}", TextTruncatedWarning, stacklevel=2)
         return out

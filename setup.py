@@ -1,9 +1,32 @@
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
 
 setup(
     name="muse-tvr",
     version="0.1.0",
     description="Inference engine for MUSE, the multi-scale Mamba model for text-video retrieval",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    author="muse-tvr authors",
+    license="MIT",
+    license_files=["LICENSE"],
+    keywords=["text-video retrieval", "video search", "mamba", "clip", "onnx"],
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Multimedia :: Video",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     packages=find_packages(include=["muse_tvr", "muse_tvr.*"]),
     package_data={"muse_tvr.engine": ["data/*.gz", "data/*.md"]},
     python_requires=">=3.10",

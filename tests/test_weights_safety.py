@@ -43,3 +43,38 @@ def test_scripted_setstate_is_not_run(tmp_path):
     except ValueError:
         pass  # refusing the archive is fine; running its code is not
     assert not target.exists()
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.attn_mask = torch.full((3,), 2.0)  # a tensor attribute, neither parameter nor buffer
+        self.register_buffer("scale", torch.tensor([1.5], dtype=torch.float16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x + self.attn_mask)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(_Block(), _Block())
+        self.proj = nn.Parameter(torch.arange(6.0).reshape(2, 3).t())  # non-contiguous
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0](x)
+
+
+def test_archive_tensors_match_torch_jit_state_dict(tmp_path):
+    import warnings
+
+    archive = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(_Net()), str(archive))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = read_state_dict(archive)
+    theirs = torch.jit.load(str(archive)).state_dict()
+    assert sorted(ours) == sorted(theirs)
+    for k, v in theirs.items():
+        assert ours[k].dtype == v.dtype and torch.equal(ours[k], v), k

@@ -66,7 +66,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 class _ScriptObject:
-    """Stands in for a TorchScript class instance: keeps the pickled state, runs none of its code."""
+    """Stands in for a TorchScript class instance: keeps the pickled state, runs none of its code.
+    `weights` names its parameters and buffers (None when the archive's code does not say)."""
+
+    weights: frozenset | None = None
 
     def __init__(self, *args):
         self.state = None
@@ -97,19 +100,38 @@ class _ArchiveUnpickler(pickle.Unpickler):
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module == "torch" and name.endswith("Storage") and isinstance(getattr(torch, name, None), type):
-            return getattr(torch, name)
+            with warnings.catch_warnings():  # TypedStorage classes are deprecated; only their dtype is used
+                warnings.simplefilter("ignore")
+                return getattr(torch, name).dtype
         if module == "torch.jit._pickle" and name in _SCRIPT_HELPERS:
             return _SCRIPT_HELPERS[name]
         if module.startswith("__torch__"):
-            return _ScriptObject
+            return type(name, (_ScriptObject,), {"weights": self._declared_weights(module, name)})
         raise CheckpointError(f"{self._path}: the TorchScript archive refers to {module}.{name}, which a "
                               f"weights file does not need; refusing to load it")
+
+    def _declared_weights(self, module: str, name: str) -> frozenset | None:
+        """Parameter and buffer names from the class's `__parameters__`/`__buffers__` lines in the
+        archive's code/ text: read as text, never compiled. Tensor attributes that are neither (OpenAI's
+        `attn_mask`) are left out, as torch.jit's state_dict leaves them out."""
+        source = f"{self._prefix}/code/{module.replace('.', '/')}.py"
+        try:
+            text = self._zf.read(source).decode("utf-8", "replace")
+        except KeyError:
+            return None
+        m = re.search(rf"^class {re.escape(name)}\(Module\):\n  __parameters__ = \[(.*?)\]\n"
+                      rf"  __buffers__ = \[(.*?)\]", text, re.M)
+        if m is None:
+            return None
+        return frozenset(re.findall(r'"([^"]+)"', m.group(1) + m.group(2)))
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise CheckpointError(f"{self._path}: unexpected record reference {pid!r} in the archive")
         _, storage_type, key, _location, numel = pid
-        dtype = storage_type.dtype if isinstance(storage_type, type) else storage_type
+        dtype = storage_type
+        if not isinstance(dtype, torch.dtype):
+            raise CheckpointError(f"{self._path}: data record {key} has no tensor type")
         raw = self._zf.read(f"{self._prefix}/data/{key}")
         if len(raw) < numel * torch.empty((), dtype=dtype).element_size():
             raise CheckpointError(f"{self._path}: data record {key} is shorter than its tensor")
@@ -126,15 +148,17 @@ def _collect_tensors(obj, prefix: str, out: dict, seen: set) -> None:
     if id(obj) in seen:
         return
     seen.add(id(obj))
+    declared = None
     if isinstance(obj, _ScriptObject):
-        obj = obj.state
+        declared, obj = obj.weights, obj.state
     if not isinstance(obj, dict):
         return
     for key, value in obj.items():
         if not isinstance(key, str):
             continue
         if isinstance(value, torch.Tensor):
-            out[prefix + key] = value
+            if declared is None or key in declared:
+                out[prefix + key] = value
         elif isinstance(value, (_ScriptObject, dict)):
             _collect_tensors(value, f"{prefix}{key}.", out, seen)
 

@@ -78,3 +78,15 @@ def test_archive_tensors_match_torch_jit_state_dict(tmp_path):
     assert sorted(ours) == sorted(theirs)
     for k, v in theirs.items():
         assert ours[k].dtype == v.dtype and torch.equal(ours[k], v), k
+
+
+def test_info_on_a_trap_archive_writes_nothing(tmp_path, capsys):
+    from muse_tvr import cli
+
+    target = tmp_path / "pwned"
+    archive = tmp_path / "trap.pt"
+    torch.jit.save(torch.jit.script(_Trap(str(target))), str(archive))
+    rc = cli.main(["info", "--model", str(archive)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and str(archive) in err
+    assert not target.exists()

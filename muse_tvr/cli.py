@@ -5,6 +5,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from . import __version__, commands
 
@@ -36,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     command = "muse-tvr"
+    shown = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # The engine's warnings (truncated video, long query) are for the user: no source line echo.
+        if issubclass(category, UserWarning) and not issubclass(category, (DeprecationWarning, FutureWarning)):
+            print(f"{command}: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
     try:
         args = build_parser().parse_args(argv)
         command = f"muse-tvr {args.command}"
@@ -48,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C is the user's choice, not a failure to explain: one line, the shell's 128 + SIGINT.
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -105,3 +105,21 @@ def test_export_then_compare_uses_the_same_seeded_model(capsys, tmp_path):
     capsys.readouterr()
     rc, err = _run(capsys, ["compare", "--backbone", "tiny", "--seed", "3", "--parts", "text", "--dir", out])
     assert rc == 2 and "another model" in _one_line(err)
+
+
+def test_engine_warnings_are_one_line(capsys, monkeypatch):
+    import warnings
+
+    import muse_tvr.commands.info as info
+    from muse_tvr.engine.tokenizer import TextTruncatedWarning
+
+    def warns(args):
+        warnings.warn("query 'x' has 99 tokens; only the first 30 are used", TextTruncatedWarning)
+        return 0
+
+    monkeypatch.setattr(info, "run", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        rc, err = _run(capsys, ["info"])
+    assert rc == 0
+    assert err.strip() == "muse-tvr info: warning: query 'x' has 99 tokens; only the first 30 are used"

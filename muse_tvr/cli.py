@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         # Errors raised for bad input carry a message meant for the user: print it without a traceback.
         print(f"{command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # A folder that cannot be written, a full disk: name the file and the reason, not the stack.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # Ctrl-C is the user's choice, not a failure to explain: one line, the shell's 128 + SIGINT.
         print(f"{command}: interrupted", file=sys.stderr)

@@ -34,7 +34,7 @@ def test_add_reopen_and_read_back(tmp_path):
         g.add(emb[:4], _entries("abcd"))
         g.add(emb[4:], _entries("efghij"))
         assert (tmp_path / "gallery.lock").exists()
-    assert not (tmp_path / "gallery.lock").exists()
+    Gallery.create_or_open(tmp_path, FP, 8).close()  # the lock was released
     g = Gallery.open(tmp_path)
     assert len(g) == 10 and g.dim == 8
     assert np.array_equal(g.embeddings(), emb)
@@ -67,46 +67,53 @@ def test_other_model_is_refused(tmp_path):
 
 def test_crash_between_shard_and_manifest(tmp_path, monkeypatch):
     """A writer dying after a shard's files are written but before the manifest lists them loses only that
-    batch: readers see the previous state, and the next writer removes the leftovers."""
+    batch: readers see the previous state, and the next writer removes exactly the files it reserved."""
     emb = _rows(6)
     g = Gallery.create_or_open(tmp_path, FP, 8)
     g.add(emb[:3], _entries("abc"))
     real = gallery_mod.atomic_write_bytes
+    saves = {"n": 0}
 
     def dying(path, data):
         if path.name == "gallery.json":
-            raise KeyboardInterrupt("killed")
+            saves["n"] += 1
+            if saves["n"] == 2:  # the first save reserves the shard name; the second would list it
+                raise KeyboardInterrupt("killed")
         real(path, data)
 
     monkeypatch.setattr(gallery_mod, "atomic_write_bytes", dying)
     with pytest.raises(KeyboardInterrupt):
         g.add(emb[3:], _entries("def"))
     monkeypatch.setattr(gallery_mod, "atomic_write_bytes", real)
-    (tmp_path / ".shard-000009.json.tmp-1").write_text("half")  # a temp file a crash can leave
+    (tmp_path / ".shard-000002.json.tmp-1-ab").write_text("half")  # a temp file a crash can leave
+    (tmp_path / ".gallery.json.tmp-1-ab").write_text("half")
     assert (tmp_path / "shard-000002.safetensors").exists()  # the orphan
     r = Gallery.open(tmp_path)
     assert len(r) == 3 and np.array_equal(r.embeddings(), emb[:3])
     g.close()
     with Gallery.create_or_open(tmp_path, FP, 8) as g2:
         assert not (tmp_path / "shard-000002.safetensors").exists()
-        assert not (tmp_path / ".shard-000009.json.tmp-1").exists()
+        assert not (tmp_path / ".shard-000002.json.tmp-1-ab").exists()
+        assert not (tmp_path / ".gallery.json.tmp-1-ab").exists()
         g2.add(emb[3:], _entries("def"))
     assert [e["key"] for e in Gallery.open(tmp_path).entries()] == list("abcdef")
 
 
-def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
+def test_lock_refuses_a_live_writer_and_is_free_when_it_dies(tmp_path):
     Gallery.create_or_open(tmp_path, FP, 8).close()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    code = ("import sys, time; from muse_tvr.engine.gallery import Gallery; "
+            f"g = Gallery.create_or_open({str(tmp_path)!r}, {FP!r}, 8); print('locked', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / "gallery.lock").write_text(str(sleeper.pid))
-        with pytest.raises(GalleryError, match=f"pid {sleeper.pid}"):
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(GalleryError, match=f"pid {holder.pid}"):
             Gallery.create_or_open(tmp_path, FP, 8)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # the pid is gone now: its lock is stale and is taken over
+        holder.kill()
+        holder.wait()
+    # the holder died without cleaning up: the OS released its lock
     with Gallery.create_or_open(tmp_path, FP, 8) as g:
-        assert (tmp_path / "gallery.lock").read_text() == str(os.getpid())
         g.add(_rows(1), _entries("a"))
 
 
@@ -188,7 +195,7 @@ def test_interrupted_encode_resumes_without_loss(tmp_path, small_model, monkeypa
     with pytest.raises(KeyboardInterrupt):
         encode_into_gallery(model, info, paths, gdir, batch_size=2, workers=2, progress=False)
     monkeypatch.setattr(model, "encode_video", real)
-    assert not (gdir / "gallery.lock").exists()  # released on the way out
+    Gallery.create_or_open(gdir, info, model.config.embed_dim).close()  # released on the way out
     g = Gallery.open(gdir)
     assert [e["path"] for e in g.entries()] == [str(p) for p in paths[:2]]  # the first batch survived
 

@@ -6,7 +6,25 @@ seeded so that reruns get the same model and the same fingerprint), and `encode_
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give an integer >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("invalid count 0: give an integer >= 1")
+    return value
 
 
 def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32") -> None:
@@ -18,7 +36,7 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "V
     from ..cli import parse_seed
     p.add_argument("--seed", type=parse_seed, default=0,
                    help="seed for random weights, so that reruns build the same model (default 0)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=_non_negative, default=0, help="torch CPU threads (0: torch's default)")
     add_backend_arg(p)
 
 
@@ -93,9 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="video files, folders of videos, or folders of frame images")
     p.add_argument("--out", required=True, help="gallery folder (created if missing)")
     add_model_args(p)
-    p.add_argument("--batch-size", type=int, default=8, help="videos per model call and per saved shard")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 if any file was skipped")
+    p.add_argument("--batch-size", type=_positive, default=8, help="videos per model call and per saved shard")
+    p.add_argument("--workers", type=_non_negative, default=2, help="decoding threads (default 2)")
+    p.add_argument("--strict", action="store_true", help="refuse truncated videos (decoded short of their declared length) and exit with "
+                        "status 1 if any file was skipped")
     p.set_defaults(func=run)
 
 
@@ -131,7 +150,7 @@ def _decode_ahead(paths, load, workers: int, window: int):
 
 
 def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int = 8, workers: int = 2,
-                        progress: bool = True, log=None) -> dict:
+                        progress: bool = True, log=None, strict: bool = False) -> dict:
     """Encode `paths` (files or frame folders) into the gallery at `gallery_dir`, skipping those already
     encoded with this model. Each batch is saved durably before the next one starts.
 
@@ -170,7 +189,7 @@ def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int =
         keys = {str(p): k for p, k in todo}
 
         def load(p):
-            return load_video(str(p), size=size, max_frames=cfg.max_frames)
+            return load_video(str(p), size=size, max_frames=cfg.max_frames, strict=strict)
 
         batch: list = []
 
@@ -195,9 +214,10 @@ def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int =
                 bar.update(1)
             else:
                 k = keys[str(p)]
-                entry = {**k, "path": str(p), "kind": sampled.kind, "duration": sampled.duration,
+                entry = {**k, "path": os.path.abspath(p), "kind": sampled.kind, "duration": sampled.duration,
                          "fps": sampled.fps, "frame_count": sampled.frame_count,
-                         "frames_used": len(sampled.indices), "indices": sampled.indices}
+                         "frames_used": len(sampled.indices), "indices": sampled.indices,
+                         "truncated": bool(sampled.truncated)}
                 batch.append((p, sampled.model_input(cfg.max_frames), entry))
                 if len(batch) >= batch_size:
                     flush()
@@ -226,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
     if ignored:
         print(f"ignored {len(ignored)} file(s) without a video/image extension, e.g. {ignored[0]}",
               file=sys.stderr)
-    res = encode_into_gallery(model, info, videos, args.out, args.batch_size, args.workers)
+    res = encode_into_gallery(model, info, videos, args.out, args.batch_size, args.workers,
+                              strict=args.strict)
     g = res["gallery"]
     print(f"encoded {len(res['encoded'])}, already in gallery {len(res['skipped'])}, "
           f"failed {len(res['failed'])}; gallery {args.out} holds {len(g)} videos")

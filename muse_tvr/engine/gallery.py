@@ -5,15 +5,21 @@ Layout of a gallery folder:
   gallery.json            manifest: format, model (fingerprint, name, weight sources, how to rebuild
                           it), embedding dim, the list of shards in row order, files that failed
   shard-000001.safetensors   one float32 tensor "embeddings" (rows, dim), unit-norm rows
-  shard-000001.json          {"entries": [...]} one metadata dict per row: path, key, size, mtime_ns,
-                             duration, fps, frame_count, frames_used, indices, kind
-  gallery.lock            present while a writer holds the gallery (holds its pid)
+  shard-000001.json          {"entries": [...]} one metadata dict per row: path (absolute, as given),
+                             key, size, mtime_ns, duration, fps, frame_count, frames_used, indices, kind
+  gallery.lock            the writer lock: an OS lock (flock) held on it for a writer's lifetime; its
+                          text (pid@host) only names the holder in error messages
 
-Writes are append-only and atomic: a batch becomes a NEW shard (both files written to a temporary name,
-fsynced, renamed), and only then is the manifest replaced by an atomic rename that lists it. A crash
-before that rename leaves an unlisted shard that readers ignore and the next writer deletes; a crash
-after it leaves a complete shard. Existing shards are never modified in place; `compact` merges small
-shards into a new one, switches the manifest, then deletes the old files.
+The store only ever deletes files it wrote: a shard's name is recorded in the manifest ("pending") before
+its files are written, and a writer that finds pending names left by a crashed one removes exactly those
+files (and their temporary names). A folder that is not empty and holds no manifest is refused as --out.
+
+Writes are append-only and atomic: a batch becomes a NEW shard (both files written to a temporary name
+opened with O_EXCL|O_NOFOLLOW, fsynced, renamed), and only then is the manifest replaced by an atomic
+rename that lists it, with the sha256 of both files. Readers verify those checksums once per open, while
+reading, and name the damaged shard. Rows must be finite and unit-norm to be written. Existing shards are
+never modified in place; `compact` merges small shards into a new one, switches the manifest, then deletes
+the old files.
 
 Resuming: an entry's key is the resolved path; a file is re-encoded when its size or mtime changed, and
 the newer row supersedes the older one (searches skip superseded rows; `compact` drops them).
@@ -23,16 +29,19 @@ shapes, bytes): a gallery only accepts embeddings from the model that made it.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-FORMAT_TAG = "muse-tvr-gallery/1"
+FORMAT_TAG = "muse-tvr-gallery/2"
 MANIFEST = "gallery.json"
 LOCK = "gallery.lock"
 TENSOR = "embeddings"
@@ -73,22 +82,49 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a partial one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `data` to `path` so that readers see the old file or the new one, never a partial one.
+
+    The temporary file is created exclusively and never through a symlink (a pre-placed link cannot
+    redirect the write), with mode 0666 less the umask."""
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
-def _atomic_save_embeddings(path: Path, emb: np.ndarray) -> None:
+def _embedding_bytes(emb: np.ndarray) -> bytes:
     from safetensors.numpy import save
 
-    atomic_write_bytes(path, save({TENSOR: np.ascontiguousarray(emb, dtype=np.float32)},
-                                  metadata={"format": FORMAT_TAG}))
+    return save({TENSOR: np.ascontiguousarray(emb, dtype=np.float32)}, metadata={"format": FORMAT_TAG})
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_manifest(path: Path, m) -> None:
+    """Structure of a manifest, so that a hand-edited or foreign JSON file is an error, not a crash."""
+    ok = (isinstance(m, dict) and isinstance(m.get("shards"), list) and isinstance(m.get("dim"), int)
+          and isinstance(m.get("model"), dict) and isinstance(m.get("failed", {}), dict)
+          and isinstance(m.get("pending", []), list)
+          and all(isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("rows"), int)
+                  and isinstance(s.get("sha256"), dict) for s in m["shards"]))
+    if not ok:
+        raise GalleryError(f"{path}: not a gallery manifest (wrong structure); restore it or re-encode "
+                           f"into a new --out folder")
 
 
 # ----- the gallery ----------------------------------------------------------------------------------
@@ -103,7 +139,9 @@ class Gallery:
         self.manifest = manifest
         self.writable = writable
         self._entry_cache: dict[str, list[dict]] = {}
+        self._verified: set[str] = set()  # shard embedding files whose checksum matched in this open
         self._keys: set[str] | None = None
+        self._lock_fd = -1
         self._offsets = np.cumsum([0] + [s["rows"] for s in manifest["shards"]])
 
     # --- opening ---
@@ -117,8 +155,13 @@ class Gallery:
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise GalleryError(f"{path}: damaged manifest ({e})") from e
-        if manifest.get("format") != FORMAT_TAG:
-            raise GalleryError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT_TAG!r}")
+        except OSError as e:
+            raise GalleryError(f"{path}: cannot read the manifest ({e.strerror})") from e
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        if fmt != FORMAT_TAG:
+            raise GalleryError(f"{path}: format {fmt!r}, expected {FORMAT_TAG!r}; re-encode into a new "
+                               f"--out folder")
+        _check_manifest(path, manifest)
         for s in manifest["shards"]:
             for suffix in (".safetensors", ".json"):
                 if not (root / (s["name"] + suffix)).is_file():
@@ -133,8 +176,18 @@ class Gallery:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise GalleryError(f"{root}: exists and is not a folder")
-        root.mkdir(parents=True, exist_ok=True)
-        _take_lock(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            # A new gallery's own first files (lock, manifest being written by a racing writer) are not
+            # foreign; anything else means the folder is the user's.
+            foreign = [p.name for p in root.iterdir() if p.name not in (MANIFEST, LOCK)
+                       and not p.name.startswith(f".{MANIFEST}.tmp-")]
+        except OSError as e:
+            raise GalleryError(f"{root}: cannot create or list the gallery folder ({e.strerror})") from e
+        if foreign and not (root / MANIFEST).is_file():
+            raise GalleryError(f"{root}: folder is not empty and is not a gallery (holds {foreign[0]!r}); "
+                               f"choose a new or empty --out folder")
+        lock_fd = _take_lock(root)
         try:
             if (root / MANIFEST).is_file():
                 g = cls.open(root)
@@ -149,19 +202,20 @@ class Gallery:
                 g.writable = True
             else:
                 manifest = {"format": FORMAT_TAG, "model": model_info, "dim": int(dim), "dtype": "float32",
-                            "shards": [], "next_shard": 1, "superseded": 0, "failed": {},
+                            "shards": [], "pending": [], "next_shard": 1, "superseded": 0, "failed": {},
                             "created": time.time()}
                 atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1).encode())
                 g = cls(root, manifest, writable=True)
+            g._lock_fd = lock_fd
             g._remove_orphans()
             return g
         except BaseException:
-            _release_lock(root)
+            os.close(lock_fd)
             raise
 
     def close(self) -> None:
         if self.writable:
-            _release_lock(self.root)
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
             self.writable = False
 
     def __enter__(self) -> "Gallery":
@@ -185,10 +239,18 @@ class Gallery:
     def shard_entries(self, name: str) -> list[dict]:
         if name not in self._entry_cache:
             path = self.root / (name + ".json")
+            shard = next(s for s in self.manifest["shards"] if s["name"] == name)
             try:
-                self._entry_cache[name] = json.loads(path.read_text())["entries"]
-            except (OSError, json.JSONDecodeError, KeyError) as e:
-                raise GalleryError(f"{path}: damaged shard metadata ({e})") from e
+                data = path.read_bytes()
+                if _sha256(data) != shard["sha256"].get("json"):
+                    raise ValueError("checksum mismatch")
+                entries = json.loads(data)["entries"]
+                if not isinstance(entries, list) or len(entries) != shard["rows"]:
+                    raise ValueError(f"expected {shard['rows']} entries")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise GalleryError(f"{path}: damaged shard metadata ({e}); restore the file or re-encode "
+                                   f"into a new --out folder") from e
+            self._entry_cache[name] = entries
         return self._entry_cache[name]
 
     def entries(self) -> list[dict]:
@@ -231,10 +293,15 @@ class Gallery:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         for s, start in zip(self.manifest["shards"], self._offsets[:-1]):
             path = self.root / (s["name"] + ".safetensors")
+            verify = s["name"] not in self._verified
             with open(path, "rb", buffering=0) as f:
                 data_start, rows = _embedding_layout(f, path, self.dim)
                 if rows != s["rows"]:
                     raise GalleryError(f"{path}: holds {rows} rows, manifest says {s['rows']}")
+                h = None
+                if verify:  # hashed as it is read: one pass over the file, not two
+                    f.seek(0)
+                    h = hashlib.sha256(f.read(data_start))
                 f.seek(data_start)
                 for a in range(0, rows, chunk_rows):
                     block = np.empty((min(chunk_rows, rows - a), self.dim), np.float32)
@@ -245,7 +312,20 @@ class Gallery:
                         if not n:
                             raise GalleryError(f"{path}: file is truncated")
                         got += n
+                    if h is not None:
+                        h.update(view)
+                        if a + len(block) >= rows:
+                            self._check_digest(path, h, f, s)
                     yield int(start) + a, block
+                if h is not None and rows == 0:
+                    self._check_digest(path, h, f, s)
+
+    def _check_digest(self, path: Path, h, f, shard: dict) -> None:
+        h.update(f.read())  # anything after the data belongs to the file too
+        if h.hexdigest() != shard["sha256"].get("safetensors"):
+            raise GalleryError(f"{path}: checksum mismatch, the shard is damaged; restore it or re-encode "
+                               f"into a new --out folder")
+        self._verified.add(shard["name"])
 
     def embeddings(self, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
         """All embeddings (or the given rows, in the given order) as one float32 array."""
@@ -271,12 +351,20 @@ class Gallery:
 
     def _write_shard(self, emb: np.ndarray, entries: list[dict]) -> dict:
         name = f"shard-{self.manifest['next_shard']:06d}"
-        # Reserve the number first, so a shard name is never reused even if this write dies half-way.
+        # Reserve the name durably first: a shard name is never reused, and a writer that dies half-way
+        # leaves only files whose names the manifest records, so the next writer removes exactly those.
         self.manifest["next_shard"] += 1
-        _atomic_save_embeddings(self.root / (name + ".safetensors"), emb)
-        atomic_write_bytes(self.root / (name + ".json"), json.dumps({"entries": entries}).encode())
+        self.manifest.setdefault("pending", []).append(name)
+        self._save_manifest()
+        emb_bytes = _embedding_bytes(emb)
+        meta_bytes = json.dumps({"entries": entries}).encode()
+        atomic_write_bytes(self.root / (name + ".safetensors"), emb_bytes)
+        atomic_write_bytes(self.root / (name + ".json"), meta_bytes)
         self._entry_cache[name] = entries
-        return {"name": name, "rows": int(len(entries))}
+        self._verified.add(name)
+        self.manifest["pending"].remove(name)
+        return {"name": name, "rows": int(len(entries)),
+                "sha256": {"safetensors": _sha256(emb_bytes), "json": _sha256(meta_bytes)}}
 
     def add(self, embeddings: np.ndarray, entries: list[dict]) -> None:
         """Append rows durably: float32 (n, dim) embeddings and n metadata dicts (each with "key")."""
@@ -288,6 +376,14 @@ class Gallery:
             return
         if any("key" not in e for e in entries):
             raise ValueError("every gallery entry needs a 'key'")
+        finite = np.isfinite(emb).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], emb, 0), axis=1)
+        bad = np.flatnonzero(~finite | (np.abs(norms - 1) > 1e-3))
+        if len(bad):
+            i = int(bad[0])
+            what = "non-finite values" if not finite[i] else f"norm {norms[i]:.4g}, not 1"
+            raise ValueError(f"embedding row {i} (key {entries[i]['key']!r}) has {what}; gallery rows must "
+                             f"be finite unit vectors ({len(bad)} bad row(s))")
         if self._keys is None:
             self._keys = {e["key"] for e in self.entries()}
         # Counted here so that readers of a gallery without superseded rows never parse all metadata.
@@ -343,13 +439,19 @@ class Gallery:
         return True
 
     def _remove_orphans(self) -> None:
-        listed = {s["name"] for s in self.manifest["shards"]}
+        """Delete what a crashed writer left: the files of shards it reserved (and their temporaries), and
+        temporaries of the manifest. Nothing else in the folder is touched."""
+        pending = set(self.manifest.get("pending", []))
+        ours = {n + sfx for n in pending for sfx in (".safetensors", ".json")}
+        tmp_of = {MANIFEST} | ours
         for p in self.root.iterdir():
-            stem = p.name.split(".", 1)[0]
-            orphan_shard = p.name.startswith("shard-") and stem not in listed
-            stale_tmp = p.name.startswith(".") and ".tmp-" in p.name
-            if orphan_shard or stale_tmp:
+            stale_tmp = (p.name.startswith(".") and ".tmp-" in p.name
+                         and p.name[1:].split(".tmp-", 1)[0] in tmp_of)
+            if (p.name in ours or stale_tmp) and p.is_file() and not p.is_symlink():
                 p.unlink()
+        if pending:
+            self.manifest["pending"] = []
+            self._save_manifest()
 
 
 def _embedding_layout(f, path: Path, dim: int) -> tuple[int, int]:
@@ -375,44 +477,32 @@ def _embedding_layout(f, path: Path, dim: int) -> tuple[int, int]:
 
 
 # ----- the writer lock ------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _take_lock(root: Path) -> None:
+def _take_lock(root: Path) -> int:
+    """Take the writer lock: an exclusive, non-blocking flock on gallery.lock, held until the returned
+    descriptor is closed (also when the process dies). flock works between processes of one host and, on
+    Linux NFS clients, is mapped to NFS byte-range locks across hosts. The file is never deleted: deleting
+    a locked file would let a second writer lock a new inode."""
     path = root / LOCK
-    for _ in range(2):
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise GalleryError(f"{path}: cannot open the gallery lock ({e.strerror}); check the folder's "
+                           f"permissions") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise GalleryError(f"{root}: another muse-tvr process (pid {pid}) is writing this gallery; "
-                                   f"wait for it, or delete {path} if that process is gone") from None
-            path.unlink(missing_ok=True)  # left by a process that died: safe to take over
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return
-    raise GalleryError(f"{root}: could not take the lock {path}")
-
-
-def _release_lock(root: Path) -> None:
-    path = root / LOCK
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise GalleryError(f"{root}: another muse-tvr process ({holder}) is writing this gallery; wait for "
+                           f"it to finish") from None
     try:
-        if path.read_text().strip() == str(os.getpid()):
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}@{socket.gethostname()}".encode(), 0)
+    except OSError:
+        pass  # the holder's name is only for messages
+    return fd
 
 
 def file_key(path: str | os.PathLike) -> dict:

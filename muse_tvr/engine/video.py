@@ -388,7 +388,8 @@ def find_videos(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Pa
     """Expand command-line arguments into videos: files are taken as given; folders are searched
     recursively for files with a video extension, and a folder holding frame images but no video files
     counts as one frame-folder video. Returns (videos in sorted order, files skipped for their extension).
-    A missing path raises FileNotFoundError."""
+    A missing path raises FileNotFoundError; links that cannot be followed (loops, dangling) are skipped
+    with a warning naming them."""
     videos: list[Path] = []
     ignored: list[Path] = []
     for raw in paths:
@@ -413,7 +414,12 @@ def find_videos(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Pa
                            and not f.startswith("."))
     seen, unique = set(), []
     for v in videos:
-        key = v.resolve()
+        try:
+            key = v.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # a symlink loop or a dangling link: skip it, go on
+            warnings.warn(f"{v}: skipped, cannot follow the link ({getattr(e, 'strerror', None) or e})",
+                          UserWarning, stacklevel=2)
+            continue
         if key not in seen:
             seen.add(key)
             unique.append(v)

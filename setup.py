@@ -43,7 +43,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],
+        "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.21"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
@@ -54,7 +54,7 @@ setup(
             "triton>=3.5",  # kernels run under TRITON_INTERPRET=1 on CPU
             "onnx>=1.17",
             "onnxscript>=0.3",
-            "onnxruntime>=1.20",
+            "onnxruntime>=1.21",
             "matplotlib>=3.7",
         ],
     },

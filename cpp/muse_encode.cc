@@ -130,12 +130,31 @@ int main(int argc, char** argv) {
       if (!ok)
         throw UsageError("input '" + name + "' must have shape " + shape_str(dims) + " (? = any size), but " +
                          it->second + " has shape " + shape_str(a.shape));
+      for (size_t d = 0; d < a.shape.size(); ++d)
+        if (a.shape[d] == 0)
+          throw UsageError("input '" + name + "' (" + it->second + ") is empty (shape " + shape_str(a.shape) +
+                           "): give at least one item");
       arrays.push_back(std::move(a));
       npy::Array& ref = arrays.back();
       ONNXTensorElementDataType type = info.GetElementType();
       values.push_back(Ort::Value::CreateTensor(mem, ref.data.data(), ref.data.size(), ref.shape.data(),
                                                 ref.shape.size(), type));
       names.push_back(name);
+    }
+    // The engine's mask contract: (B, T) like the frames/tokens, every value 0 or 1 (NaN included in "not").
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] != "mask" || arrays[i].descr != "<f4") continue;
+      for (size_t j = 0; j < names.size(); ++j) {
+        if (names[j] != "frames" && names[j] != "tokens") continue;
+        const auto& m = arrays[i].shape;
+        const auto& x = arrays[j].shape;
+        if (m.size() != 2 || x.size() < 2 || m[0] != x[0] || m[1] != x[1])
+          throw UsageError("mask shape " + shape_str(m) + " must be (B, T) of " + names[j] + " " + shape_str(x));
+      }
+      const float* v = reinterpret_cast<const float*>(arrays[i].data.data());
+      for (size_t k = 0; k < arrays[i].data.size() / sizeof(float); ++k)
+        if (!(v[k] == 0.0f || v[k] == 1.0f))
+          throw UsageError("mask values must be 0 or 1 (1 for real frames), found " + std::to_string(v[k]));
     }
     std::vector<const char*> in_names;
     for (auto& n : names) in_names.push_back(n.c_str());

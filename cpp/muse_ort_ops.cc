@@ -85,19 +85,30 @@ extern "C" {
 // The entry point ONNX Runtime looks up in a custom-op library.
 __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
                                                                                  const OrtApiBase* api) {
-  Ort::InitApi(api->GetApi(ORT_API_VERSION));
+  // The C++ wrappers index the OrtApi table of the headers' version (ORT_API_VERSION); an older runtime
+  // answers null for it. Report that through the version-1 table every runtime has, never dereference null.
+  const OrtApi* ort = api->GetApi(ORT_API_VERSION);
+  if (ort == nullptr) {
+    const OrtApi* v1 = api->GetApi(1);
+    const std::string msg = "libmuse_ort_ops needs ONNX Runtime >= 1." + std::to_string(ORT_API_VERSION) +
+                            " (C API version " + std::to_string(ORT_API_VERSION) + "); this runtime is " +
+                            api->GetVersionString() + ": upgrade onnxruntime";
+    return v1 != nullptr ? v1->CreateStatus(ORT_FAIL, msg.c_str()) : nullptr;
+  }
+  Ort::InitApi(ort);
   // Static: ONNX Runtime keeps raw pointers to the domain and ops for the process's lifetime.
   static Ort::CustomOpDomain domain{"muse"};
   static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> scan_f32{Ort::Custom::CreateLiteCustomOp(
       "BiSelectiveScan", "CPUExecutionProvider", BiSelectiveScan<float>)};
   static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> scan_f16{Ort::Custom::CreateLiteCustomOp(
       "BiSelectiveScan", "CPUExecutionProvider", BiSelectiveScan<Ort::Float16_t>)};
-  static bool added = false;
-  if (!added) {
+  // A function-local static's initialiser runs exactly once even when sessions register concurrently.
+  static const bool added = [] {
     domain.Add(scan_f32.get());
     domain.Add(scan_f16.get());
-    added = true;
-  }
+    return true;
+  }();
+  (void)added;
   try {
     Ort::UnownedSessionOptions(options).Add(domain);
   } catch (const std::exception& e) {

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
+#include <limits>
+#include <sys/stat.h>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,6 +42,9 @@ inline Array load(const std::string& path) {
   char magic[8];
   if (!f.read(magic, 8) || std::string(magic, 6) != "\x93NUMPY")
     throw std::runtime_error(path + " is not a .npy file (bad magic; save it with numpy.save)");
+  f.seekg(0, std::ios::end);
+  const int64_t file_size = static_cast<int64_t>(f.tellg());
+  f.seekg(8);
   uint32_t hlen = 0;
   if (magic[6] == 1) {
     uint16_t h16 = 0;
@@ -47,6 +53,7 @@ inline Array load(const std::string& path) {
   } else {
     f.read(reinterpret_cast<char*>(&hlen), 4);
   }
+  if (!f || hlen > file_size) throw std::runtime_error(path + ": truncated .npy header");
   std::string header(hlen, '\0');
   if (!f.read(header.data(), hlen)) throw std::runtime_error(path + ": truncated .npy header");
   Array a;
@@ -60,13 +67,25 @@ inline Array load(const std::string& path) {
     const size_t next = dims.find(',', pos);
     const std::string tok = dims.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
     if (tok.find_first_not_of(' ') != std::string::npos) {
-      a.shape.push_back(std::stoll(tok));
-      count *= a.shape.back();
+      int64_t d = -1;
+      try {
+        d = std::stoll(tok);
+      } catch (const std::exception&) {
+      }
+      // Sizes are checked before anything is allocated: a forged header must not cost memory.
+      if (d < 0 || (d > 0 && count > std::numeric_limits<int64_t>::max() / 8 / d))
+        throw std::runtime_error(path + ": bad .npy shape (" + dims + ")");
+      a.shape.push_back(d);
+      count *= d;
     }
     if (next == std::string::npos) break;
     pos = next + 1;
   }
   const size_t bytes = static_cast<size_t>(count) * item_size(a.descr);
+  const int64_t left = file_size - static_cast<int64_t>(f.tellg());
+  if (static_cast<int64_t>(bytes) != left)
+    throw std::runtime_error(path + ": the header's shape (" + dims + ") needs " + std::to_string(bytes) +
+                             " data bytes, the file has " + std::to_string(left));
   a.data.resize(bytes);
   if (!f.read(a.data.data(), static_cast<std::streamsize>(bytes)))
     throw std::runtime_error(path + ": file is shorter than its header says (" + std::to_string(bytes) +
@@ -85,13 +104,31 @@ inline void save(const std::string& path, const std::string& descr, const std::v
   std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   while ((10 + header.size() + 1) % 64 != 0) header += ' ';
   header += '\n';
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot write " + path);
-  const uint16_t hlen = static_cast<uint16_t>(header.size());
-  f.write("\x93NUMPY\x01\x00", 8);
-  f.write(reinterpret_cast<const char*>(&hlen), 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(static_cast<const char*>(data), static_cast<std::streamsize>(count * item_size(descr)));
+  // Written to a temporary name beside `path` and renamed only once every byte is on disk, so a failed
+  // write (full disk, I/O error) never leaves a partial file under the requested name.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw std::runtime_error("cannot write " + path + ": it exists and is not a regular file");
+  const std::string tmp = path + ".tmp-muse_encode";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw std::runtime_error("cannot write " + path + " (cannot create " + tmp + ")");
+    const uint16_t hlen = static_cast<uint16_t>(header.size());
+    f.write("\x93NUMPY\x01\x00", 8);
+    f.write(reinterpret_cast<const char*>(&hlen), 2);
+    f.write(header.data(), static_cast<std::streamsize>(header.size()));
+    f.write(static_cast<const char*>(data), static_cast<std::streamsize>(count * item_size(descr)));
+    f.flush();
+    f.close();
+    if (f.fail()) {
+      std::remove(tmp.c_str());
+      throw std::runtime_error("writing " + path + " failed (disk full or I/O error); nothing was written");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error("cannot write " + path + " (rename from " + tmp + " failed)");
+  }
 }
 
 }  // namespace npy

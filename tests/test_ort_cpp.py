@@ -106,3 +106,76 @@ def test_cpp_example_reports_bad_input(tmp_path):
         r = _encode(build, model, *args, "--out", str(tmp_path / "o.npy"))
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr, (message, r.stderr)
+
+
+def test_cpp_example_refuses_empty_masks_and_failed_writes(tmp_path):
+    """Empty batches, non-0/1 masks and mismatched mask shapes are usage errors (not a SIGFPE or ORT
+    internals); a write that fails (full disk) exits non-zero and leaves no file under the output name."""
+    build = built_cpp()
+    model = exported("video")["portable"].path
+    frames = np.zeros((2, 3, 3, 224, 224), np.float32)
+    np.save(tmp_path / "frames.npy", frames)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3, 3, 224, 224), np.float32))
+    np.save(tmp_path / "empty_mask.npy", np.ones((0, 3), np.float32))
+    np.save(tmp_path / "mask.npy", np.ones((2, 3), np.float32))
+    np.save(tmp_path / "half.npy", np.full((2, 3), 0.5, np.float32))
+    np.save(tmp_path / "nan.npy", np.full((2, 3), np.nan, np.float32))
+    np.save(tmp_path / "short.npy", np.ones((2, 2), np.float32))
+    cases = [("empty.npy", "empty_mask.npy", "is empty"), ("frames.npy", "half.npy", "must be 0 or 1"),
+             ("frames.npy", "nan.npy", "must be 0 or 1"), ("frames.npy", "short.npy", "must be (B, T)")]
+    for f, m, message in cases:
+        r = _encode(build, model, "--input", f"frames={tmp_path / f}", "--input", f"mask={tmp_path / m}",
+                    "--out", str(tmp_path / "o.npy"))
+        assert r.returncode == 2 and message in r.stderr, (f, m, r.returncode, r.stderr)
+    # a full disk: every write fails (file-size limit 0, SIGXFSZ ignored so write() returns EFBIG)
+    out = tmp_path / "full.npy"
+    r = subprocess.run(["bash", "-c", f"trap '' XFSZ; ulimit -f 0; exec {build / 'muse_encode'} {model} "
+                        f"--ops {build / 'libmuse_ort_ops.so'} --input frames={tmp_path / 'frames.npy'} "
+                        f"--input mask={tmp_path / 'mask.npy'} --out {out}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "failed" in r.stderr and "wrote" not in r.stderr, r.stderr
+    assert not out.exists() and not list(tmp_path.glob("full.npy.tmp*"))
+    r = _encode(build, model, "--input", f"frames={tmp_path / 'frames.npy'}", "--input",
+                f"mask={tmp_path / 'mask.npy'}", "--out", "/dev/null")
+    assert r.returncode == 1 and "not a regular file" in r.stderr, r.stderr
+    out = tmp_path / "ro" / "emb.npy"
+    out.parent.mkdir()
+    (out.parent / "emb.npy.tmp-muse_encode").mkdir()  # the temporary cannot be created
+    r = _encode(build, model, "--input", f"frames={tmp_path / 'frames.npy'}", "--input",
+                f"mask={tmp_path / 'mask.npy'}", "--out", str(out))
+    assert r.returncode == 1 and "cannot write" in r.stderr and not out.exists(), r.stderr
+
+
+def test_cpp_npy_reader_checks_sizes_before_allocating(tmp_path):
+    """A 100-byte file whose header claims 4.7 GB is refused at once, without allocating it."""
+    import resource
+
+    build = built_cpp()
+    model = exported("video")["plugin-nofunc"].path
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (4096, 3, 3, 224, 224), }"
+    header += b" " * (117 - len(header)) + b"\n"
+    (tmp_path / "forged.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    np.save(tmp_path / "mask.npy", np.ones((2, 3), np.float32))
+    r = subprocess.run(["bash", "-c", f"ulimit -v 4000000; exec {build / 'muse_encode'} {model} --ops "
+                        f"{build / 'libmuse_ort_ops.so'} --input frames={tmp_path / 'forged.npy'} "
+                        f"--input mask={tmp_path / 'mask.npy'} --out {tmp_path / 'o.npy'}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "needs" in r.stderr and "the file has 0" in r.stderr, r.stderr
+    del resource
+
+
+@pytest.mark.parametrize("route, variant", [("portable", "portable"), ("oplib", "plugin-nofunc")])
+def test_ort_model_refuses_empty_batches_and_bad_masks(route, variant):
+    from muse_tvr.export.ort_runner import OrtModel
+
+    m = OrtModel(exported("video")[variant].path, route=route)
+    frames = np.zeros((1, 3, 3, 224, 224), np.float32)
+    with pytest.raises(ValueError, match="'frames' is empty"):
+        m.run(frames=frames[:0], mask=np.ones((0, 3), np.float32))
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        m.run(frames=frames, mask=np.full((1, 3), 0.5, np.float32))
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        m.run(frames=frames, mask=np.full((1, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"must be \(B, T\)"):
+        m.run(frames=frames, mask=np.ones((1, 2), np.float32))
+    assert m.run(frames=frames, mask=np.ones((1, 3), np.float32))["embedding"].shape[0] == 1

@@ -89,12 +89,31 @@ class OrtModel:
                 if isinstance(d, int) and d != n:
                     raise ValueError(f"{self.path.name}: input {name!r} dim {k} must be {d} "
                                      f"(expected {tuple(spec.shape)}), got shape {x.shape}")
+            if 0 in x.shape:
+                # ONNX Runtime's kernels are not guarded against empty batches (a division by zero in
+                # the portable graph kills the process): refuse before running.
+                raise ValueError(f"{self.path.name}: input {name!r} is empty (shape {x.shape}); give at "
+                                 f"least one item")
             out[name] = np.ascontiguousarray(x)
+        _check_mask(self.path.name, out)
         return out
 
     def run(self, feed: Mapping[str, Any] | None = None, **kwargs) -> dict[str, np.ndarray]:
         feed = self.check_inputs({**(feed or {}), **kwargs})
         return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+
+def _check_mask(model: str, feed: dict[str, np.ndarray]) -> None:
+    """The same mask contract as the PyTorch engine: (B, T) matching the frames/tokens, values 0 or 1."""
+    mask = feed.get("mask")
+    if mask is None:
+        return
+    data = next((feed[n] for n in ("frames", "tokens") if n in feed), None)
+    if data is not None and tuple(mask.shape) != tuple(data.shape[:2]):
+        raise ValueError(f"{model}: mask shape {mask.shape} must be (B, T) = {data.shape[:2]} of the frames/tokens")
+    if not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"{model}: mask values must be 0 or 1 (1 for real frames), got "
+                         f"{np.unique(mask[~np.isin(mask, (0, 1))])[:3].tolist()}")
 
 
 class OrtHead:

@@ -20,7 +20,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 namespace muse {
@@ -151,40 +150,17 @@ void scan_item(const ScanDirection& fwd, const ScanDirection& bwd, const T* z, T
   }
 }
 
-inline int default_threads() {
-  if (const char* env = std::getenv("MUSE_OPS_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw ? static_cast<int>(hw) : 1;
-}
+// Work items: one (batch row, 16-channel block) each; all cost the same.
+inline int64_t bi_scan_items(int64_t Bt, int64_t Dm) { return Bt * ((Dm + kChannels - 1) / kChannels); }
 
-// Runs every (batch row, 16-channel block) item, spread over `threads` threads (static interleaved split:
-// items cost the same).
+// Runs work item `i` of bi_scan_items(Bt, Dm). Items write disjoint outputs, so any thread pool may run them.
 template <typename T, typename Load, typename Store>
-void bi_scan(const ScanDirection& fwd, const ScanDirection& bwd, const T* z, T* out, int64_t Bt, int64_t L,
-             int64_t Dm, int64_t N, int threads, Load load, Store store) {
+void bi_scan_item(int64_t i, const ScanDirection& fwd, const ScanDirection& bwd, const T* z, T* out, int64_t L,
+                  int64_t Dm, int64_t N, std::vector<float>& yf, std::vector<float>& state, Load load, Store store) {
   const int64_t blocks = (Dm + kChannels - 1) / kChannels;
-  const int64_t items = Bt * blocks;
-  if (items == 0 || L == 0) return;
-  auto worker = [&](int64_t first, int64_t stride) {
-    std::vector<float> yf, state;
-    for (int64_t i = first; i < items; i += stride) {
-      const int64_t b = i / blocks, d0 = (i % blocks) * kChannels;
-      const int nc = static_cast<int>(std::min<int64_t>(kChannels, Dm - d0));
-      scan_item<T>(fwd, bwd, z, out, b, L, Dm, N, d0, nc, yf, state, load, store);
-    }
-  };
-  const int64_t nthreads = std::max<int64_t>(1, std::min<int64_t>(threads, items));
-  if (nthreads == 1) {
-    worker(0, 1);
-    return;
-  }
-  std::vector<std::thread> pool;
-  for (int64_t k = 1; k < nthreads; ++k) pool.emplace_back(worker, k, nthreads);
-  worker(0, nthreads);
-  for (auto& th : pool) th.join();
+  const int64_t b = i / blocks, d0 = (i % blocks) * kChannels;
+  const int nc = static_cast<int>(std::min<int64_t>(kChannels, Dm - d0));
+  scan_item<T>(fwd, bwd, z, out, b, L, Dm, N, d0, nc, yf, state, load, store);
 }
 
 }  // namespace muse

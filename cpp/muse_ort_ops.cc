@@ -6,7 +6,8 @@
 // carries its function body (portable / plugin variants), which ONNX Runtime inlines.
 //
 // Load it from Python with SessionOptions.register_custom_ops_library(path), from C++ with
-// Ort::SessionOptions::RegisterCustomOpsLibrary(path). Threads: MUSE_OPS_THREADS (default: all cores).
+// Ort::SessionOptions::RegisterCustomOpsLibrary(path). Threads: the session's intra-op thread pool
+// (intra_op_num_threads), through the kernel context's ParallelFor; the library starts no threads itself.
 #include <memory>
 #include <sstream>
 #include <string>
@@ -36,7 +37,29 @@ Ort::Status bad(const std::string& msg) {
 }
 
 template <typename T>
-Ort::Status BiSelectiveScan(const Tensor<T>& u_f, const Tensor<T>& delta_f, const Tensor<T>& B_f,
+struct ScanJob {
+  const muse::ScanDirection* fwd;
+  const muse::ScanDirection* bwd;
+  const T* z;
+  T* out;
+  int64_t L, Dm, N;
+};
+
+template <typename T>
+void run_item(void* data, size_t i) {
+  const auto& j = *static_cast<const ScanJob<T>*>(data);
+  thread_local std::vector<float> yf, state;  // reused across items a pool thread runs
+  if constexpr (std::is_same_v<T, float>) {
+    muse::bi_scan_item<float>(static_cast<int64_t>(i), *j.fwd, *j.bwd, j.z, j.out, j.L, j.Dm, j.N, yf, state,
+                              [](float v) { return v; }, [](float v, float* o) { *o = v; });
+  } else {
+    muse::bi_scan_item<T>(static_cast<int64_t>(i), *j.fwd, *j.bwd, j.z, j.out, j.L, j.Dm, j.N, yf, state,
+                          [](T v) { return v.ToFloat(); }, [](float v, T* o) { *o = T(v); });
+  }
+}
+
+template <typename T>
+Ort::Status BiSelectiveScan(OrtKernelContext* ctx, const Tensor<T>& u_f, const Tensor<T>& delta_f, const Tensor<T>& B_f,
                             const Tensor<T>& C_f, const Tensor<T>& u_b, const Tensor<T>& delta_b,
                             const Tensor<T>& B_b, const Tensor<T>& C_b, const Tensor<T>& z,
                             const Tensor<float>& A_f, const Tensor<float>& A_b, const Tensor<float>& D_f,
@@ -68,12 +91,12 @@ Ort::Status BiSelectiveScan(const Tensor<T>& u_f, const Tensor<T>& delta_f, cons
                           bias_f.Data()};
   muse::ScanDirection bwd{u_b.Data(), delta_b.Data(), B_b.Data(), C_b.Data(), A_b.Data(), D_b.Data(),
                           bias_b.Data()};
-  if constexpr (std::is_same_v<T, float>) {
-    muse::bi_scan<float>(fwd, bwd, z.Data(), out, Bt, L, Dm, N, muse::default_threads(),
-                         [](float v) { return v; }, [](float v, float* o) { *o = v; });
-  } else {
-    muse::bi_scan<T>(fwd, bwd, z.Data(), out, Bt, L, Dm, N, muse::default_threads(),
-                     [](T v) { return v.ToFloat(); }, [](float v, T* o) { *o = T(v); });
+  ScanJob<T> job{&fwd, &bwd, z.Data(), out, L, Dm, N};
+  try {
+    // num_batch 0: ONNX Runtime splits the items over the session's intra-op pool as it sees fit.
+    Ort::KernelContext(ctx).ParallelFor(run_item<T>, static_cast<size_t>(muse::bi_scan_items(Bt, Dm)), 0, &job);
+  } catch (const std::exception& e) {
+    return bad(std::string("parallel run failed: ") + e.what());
   }
   return Ort::Status{nullptr};
 }

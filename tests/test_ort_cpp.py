@@ -179,3 +179,48 @@ def test_ort_model_refuses_empty_batches_and_bad_masks(route, variant):
     with pytest.raises(ValueError, match=r"must be \(B, T\)"):
         m.run(frames=frames, mask=np.ones((1, 2), np.float32))
     assert m.run(frames=frames, mask=np.ones((1, 3), np.float32))["embedding"].shape[0] == 1
+
+
+def _threads_during_scan(intra_op: int) -> int:
+    """Most threads this process had while one long scan ran in a session with `intra_op` threads, minus
+    those it had before the run (the session's own pool exists from creation)."""
+    import os
+    import threading
+    import time
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op
+    so.register_custom_ops_library(str(built_cpp() / "libmuse_ort_ops.so"))
+    sess = ort.InferenceSession(_single_node_model(TensorProto.FLOAT), so, providers=["CPUExecutionProvider"])
+    b, length, d, n = 2, 4000, 64, 16
+    rng = np.random.default_rng(0)
+    shapes = {"T": (b, length, d), "BC": (b, length, n), "A": (d, n), "D": (d,)}
+    feed = {}
+    for t in C.inputs:
+        kind = ("T" if t.shape.endswith("D)") else "BC") if t.type_var == "T" else \
+            ("A" if t.name.startswith("A") else "D")
+        feed[t.name] = (-np.abs(rng.standard_normal(shapes[kind])) if kind == "A"
+                        else 0.1 * rng.standard_normal(shapes[kind])).astype(np.float32)
+    before = len(os.listdir("/proc/self/task"))
+    seen, stop = [before], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.append(len(os.listdir("/proc/self/task")))
+            time.sleep(0.002)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    try:
+        for _ in range(3):
+            sess.run(None, feed)
+    finally:
+        stop.set()
+        w.join()
+    return max(seen) - 1 - before  # the watcher itself is one
+
+
+def test_op_library_uses_the_sessions_threads_only():
+    assert _threads_during_scan(1) == 0

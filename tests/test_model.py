@@ -118,10 +118,14 @@ def test_demo_on_cpu_chunked_backend(capsys):
     assert "head backend cpu-chunked" in capsys.readouterr().out
 
 
-def test_ort_backend_matches_reference(tiny):
-    """ONNX Runtime + the C++ op library as the learner's CPU backend (built with `make -C cpp`)."""
+def test_ort_backend_matches_reference(tiny, tmp_path, monkeypatch):
+    """ONNX Runtime + the C++ op library as the learner's CPU backend (built with `make -C cpp`); its export
+    folder does not outlive the session's creation."""
+    import tempfile
+
     from onnx_helpers import built_cpp
     built_cpp()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     tokens = torch.randn(2, TINY.max_frames, 50, 64)
     mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0]])
     want = tiny.encode_tokens(tokens, mask)
@@ -132,6 +136,7 @@ def test_ort_backend_matches_reference(tiny):
         tiny.set_backend("auto")
     assert_close(got, want, 1e-5, 1e-5, "ort vs reference")
     assert_close(again, want[:1], 1e-5, 1e-5, "ort, batch 1")
+    assert not list(tmp_path.glob("muse-tvr-ort-*"))
     from muse_tvr.engine.backend import run_head
     with pytest.raises(ValueError, match="whole learner"):
         run_head(tiny.head, torch.zeros(1, 3, 64), "ort")

@@ -172,7 +172,8 @@ _ORT_HEADS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def ort_encode_tokens(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MuseModel.encode_tokens through ONNX Runtime + the op library: (B, T, 1+g*g, C), (B, T) -> (B, C)
     float32. The float32 head export is made on first use (tens of seconds at ViT-B/32 size) and kept
-    while the pyramid and head weights are unchanged."""
+    while the pyramid and head weights are unchanged. The export's folder is removed once the session has
+    read it: nothing is left behind per process."""
     import tempfile
 
     from ..export.ort_runner import OrtHead
@@ -180,8 +181,8 @@ def ort_encode_tokens(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.
     fp = parameter_fingerprint(model.pyramid) + parameter_fingerprint(model.head)
     hit = _ORT_HEADS.get(model)
     if hit is None or hit[0] != fp:
-        workdir = tempfile.mkdtemp(prefix="muse-tvr-ort-")
-        hit = (fp, OrtHead.from_model(model, workdir))
+        with tempfile.TemporaryDirectory(prefix="muse-tvr-ort-") as workdir:
+            hit = (fp, OrtHead.from_model(model, workdir))
         _ORT_HEADS[model] = hit
     return torch.from_numpy(hit[1](tokens.float(), mask.float()))
 

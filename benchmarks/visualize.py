@@ -22,19 +22,26 @@ TITLES = {"head": "sequence learner alone (L x 512 in and out)",
           "learner": "CLIP tokens -> video embedding (pyramid + learner + pooling)"}
 
 
+def plan_panels(result: dict, batch: int = 1) -> list[tuple[str, str]]:
+    """[(target, "lines" | "bars")]: lines over length where two or more lengths were measured, bars where
+    one was."""
+    lengths = {t: {r["seq_len"] for r in result["records"] if r.get("status") == "ok"
+                   and r["target"] == t and r["batch"] == batch} for t in TITLES}
+    return [(t, "lines" if len(n) > 1 else "bars") for t, n in lengths.items() if n] or [("head", "lines")]
+
+
 def plot_latency(result: dict, out: Path, batch: int = 1) -> Path:
-    """One panel per target with points at two or more lengths (head; learner when swept)."""
+    """One panel per target that was measured: latency vs length where two or more lengths were swept,
+    bars per backend where one length was (so a route measured only there, such as ONNX Runtime in the
+    quick run, still shows)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    targets = [t for t in TITLES
-               if len({r["seq_len"] for r in result["records"] if r.get("status") == "ok"
-                       and r["target"] == t and r["batch"] == batch}) >= 2]
-    targets = targets or ["head"]
-    fig, axes = plt.subplots(1, len(targets), figsize=(8 * len(targets), 5.2), dpi=110, squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        _panel(ax, result, target, batch)
+    panels = plan_panels(result, batch)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 5.2), dpi=110, squeeze=False)
+    for ax, (target, kind) in zip(axes[0], panels):
+        (_panel if kind == "lines" else _bars)(ax, result, target, batch)
     m = result["machine"]
     where = m.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
     fig.suptitle(f"Latency vs sequence length, batch {batch}: Mamba (solid) vs Transformer (dashed)\n"
@@ -69,6 +76,26 @@ def _panel(ax, result: dict, target: str, batch: int) -> None:
     ax.set_title(TITLES.get(target, target), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+
+
+def _bars(ax, result: dict, target: str, batch: int) -> None:
+    rows = {r["backend"]: r for r in result["records"]
+            if r.get("status") == "ok" and r["target"] == target and r["batch"] == batch}
+    names = [b for b in STYLE if b in rows]
+    ys = [rows[b]["median_s"] * 1e3 for b in names]
+    err = [[rows[b]["median_s"] * 1e3 - rows[b]["q1_s"] * 1e3 for b in names],
+           [rows[b]["q3_s"] * 1e3 - rows[b]["median_s"] * 1e3 for b in names]]
+    ax.barh(range(len(names)), ys, xerr=err, capsize=3, color=[STYLE[b]["color"] for b in names],
+)
+    for i, (b, y) in enumerate(zip(names, ys)):
+        ax.text(y, i, f"  {y:,.0f} ms", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), [STYLE[b]["label"] for b in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(ys, default=1) * 1.18)  # linear from 0, so bar lengths compare as ratios
+    ax.set_xlabel("latency per call, ms (median, bars = IQR)")
+    length = next(iter(rows.values()))["seq_len"] if rows else 0
+    ax.set_title(f"{TITLES.get(target, target)}, L = {length:,}", fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
 
 
 def main(argv: list[str] | None = None) -> int:

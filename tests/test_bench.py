@@ -79,6 +79,19 @@ def test_plan_tiny_writes_json_markdown_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_shows_targets_measured_at_one_length():
+    """A target measured at a single length (the quick run's learner, the only place the ONNX Runtime
+    route appears) gets a bar panel instead of an empty line plot."""
+    from benchmarks.visualize import plan_panels
+
+    rec = lambda t, b, n: {"status": "ok", "target": t, "backend": b, "batch": 1, "seq_len": n,  # noqa: E731
+                           "median_s": 0.1, "q1_s": 0.09, "q3_s": 0.11, "model": "m"}
+    result = {"records": [rec("head", "reference", 100), rec("head", "reference", 200),
+                          rec("learner", "ort-oplib", 3060), rec("learner", "reference", 3060)]}
+    assert plan_panels(result) == [("head", "lines"), ("learner", "bars")]
+    assert plan_panels({"records": [rec("learner", "ort-oplib", 3060)]}) == [("learner", "bars")]
+
+
 def test_parameter_counts_reported_by_registry():
     pt = registry.Point(TINY, 1, 1)
     depth = registry.build("head", "transformer-depth", pt, CPU)

@@ -33,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.sidecar import (CAVEATS, CHECKED_TORCH_VERSIONS, REFERENCE_COMMIT, make_pyramid_sidecar,
                                   parameter_count, save_sidecar)
 
-    if not -(2 ** 63) <= args.seed < 2 ** 64:
-        raise ValueError(f"seed {args.seed} is outside the range torch.manual_seed accepts")
     if os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} is a directory: give the path of the .safetensors file to write "
                          f"(e.g. {os.path.join(args.out, 'pyramid.safetensors')})")

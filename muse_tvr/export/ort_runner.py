@@ -104,16 +104,20 @@ class OrtModel:
 
 
 def _check_mask(model: str, feed: dict[str, np.ndarray]) -> None:
-    """The same mask contract as the PyTorch engine: (B, T) matching the frames/tokens, values 0 or 1."""
+    """The engine's mask contract (sequence.check_mask): (B, T) of the frames/tokens, values 0 or 1."""
+    import torch
+
+    from ..engine.sequence import check_mask
+
     mask = feed.get("mask")
     if mask is None:
         return
     data = next((feed[n] for n in ("frames", "tokens") if n in feed), None)
-    if data is not None and tuple(mask.shape) != tuple(data.shape[:2]):
-        raise ValueError(f"{model}: mask shape {mask.shape} must be (B, T) = {data.shape[:2]} of the frames/tokens")
-    if not np.isin(mask, (0, 1)).all():
-        raise ValueError(f"{model}: mask values must be 0 or 1 (1 for real frames), got "
-                         f"{np.unique(mask[~np.isin(mask, (0, 1))])[:3].tolist()}")
+    b, t = data.shape[:2] if data is not None else mask.shape
+    try:
+        check_mask(torch.from_numpy(mask), b, t, "cpu")
+    except ValueError as e:
+        raise ValueError(f"{model}: {e}") from None
 
 
 class OrtHead:

@@ -8,7 +8,7 @@ Writes benchmarks/results/gpu_check-<card>-<date>.json and .txt; exits 1 if any 
 Without CUDA it prints a message and exits 0 (for a CPU smoke run of the code paths under the Triton
 interpreter: TRITON_INTERPRET=1 ... --device cpu --quick; its timings mean nothing).
 
-Bound (engine-notes section 2): per (b, l, d) element and direction the fused scan needs N exp (MUFU) ops
+Bound (docs/benchmarks.md, "GPU: the scan's bound"): per (b, l, d) element and direction the fused scan needs N exp (MUFU) ops
 and moves 8 bytes in bf16; the bidirectional op reads u_f, u_b, dt_f, dt_b, z and writes y (6 tensors)
 plus B/C per token. The kernel is judged against max(HBM time, exp time) with the peaks below.
 """
@@ -32,8 +32,8 @@ H100_SXM_HBM_BYTES_PER_S = 3.35e12
 H100_SXM_EXP_PER_S = 16 * 132 * 1.98e9
 
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-TARGET_SCAN_RATIO = 0.67    # issue 4: <= 0.67x the time of two selective_scan_fn calls plus flips
-TARGET_BOUND_FRACTION = 0.70  # issue 4: >= 70% of max(HBM, exp) bound
+TARGET_SCAN_RATIO = 0.67    # target: <= 0.67x the time of two selective_scan_fn calls plus flips
+TARGET_BOUND_FRACTION = 0.70  # target: >= 70% of max(HBM, exp) bound
 TARGET_PYRAMID_SPEEDUP = 2.0
 
 

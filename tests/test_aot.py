@@ -1,6 +1,6 @@
 """Every Triton kernel of the project compiles ahead of time for sm_80, sm_89 and sm_90 on this CPU machine.
 
-What TensorRT's AOT plugins need (engine-notes section 4) is checked on the real compiler output: the
+What TensorRT's AOT plugins need (docs/tensorrt.md) is checked on the real compiler output: the
 PTX entry name, the parameter list (the kernel's own arguments in order, then exactly the scratch
 pointers Triton appends, which TensorRT passes as null), zero global scratch, shared memory within the
 architecture's limit, the `.target`, and a `.version` line that honours a requested PTX ISA cap.

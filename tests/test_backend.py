@@ -136,7 +136,7 @@ def _gpu_check():
 def test_gpu_check_bound_arithmetic():
     gc = _gpu_check()
     b = gc.scan_bound(16, 3060, 512, 16, "bf16")
-    # engine-notes section 2: exp-bound at MUSE's shape; all 8 direction-layers (4 blocks) ~0.77 ms.
+    # docs/benchmarks.md, "GPU: the scan's bound": exp-bound at MUSE's shape; all 8 direction-layers (4 blocks) ~0.77 ms.
     assert b["limit"] == "exp"
     assert abs(4 * b["exp_s"] * 1e3 - 0.77) < 0.01
     elems = 16 * 3060 * 512

@@ -46,7 +46,7 @@ def test_skip_reasons_on_cpu():
 
 
 def test_flop_counts_match_the_spec():
-    # muse-model.md section 8: ~14 GMAC of matrix work for the head at L = 3060.
+    # docs/model.md section 8: ~14 GMAC of matrix work for the head at L = 3060.
     gmac = registry.mamba_head_flops(VIT_B_32, 3060) / 2e9
     assert 14.0 < gmac < 14.5
     assert registry.mamba_head_flops(VIT_B_32, 3060, folded=True) < registry.mamba_head_flops(VIT_B_32, 3060)

@@ -1,4 +1,4 @@
-"""The engine's MUSE head against an independent float64 statement of muse-model.md sections 3-6.
+"""The engine's MUSE head against an independent float64 statement of docs/model.md sections 3-6.
 
 The independent version below is written from the spec with explicit loops and flips (the engine walks
 the backward scan by index instead), using only the checkpoint's tensors by their reference names.

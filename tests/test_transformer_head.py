@@ -21,7 +21,7 @@ def count(m):
 def test_depth_matched_parameter_count_matches_spec():
     cfg = depth_matched()
     assert (cfg.depth, cfg.heads, cfg.mlp_hidden) == (4, 8, 2048)
-    assert cfg.parameter_count() == 12_609_536  # muse-model.md section 8
+    assert cfg.parameter_count() == 12_609_536  # docs/model.md section 8
     with torch.device("meta"):
         assert count(TransformerHead(cfg)) == 12_609_536
 

@@ -12,7 +12,7 @@ from muse_tvr.engine.weights import (CheckpointError, infer_config, load_clip, l
                                      load_reference_checkpoint, model_to_reference_names, read_state_dict,
                                      save_pretrained)
 
-# muse-model.md section 7, per block i: the official MUSE key names and shapes for ViT-B/32.
+# docs/model.md section 7, per block i: the official MUSE key names and shapes for ViT-B/32.
 OFFICIAL_BLOCK = {
     "mamba.in_proj.weight": (1024, 512), "mamba.out_proj.weight": (512, 512),
     "mamba.conv1d.weight": (512, 1, 4), "mamba.conv1d.bias": (512,), "mamba.x_proj.weight": (64, 512),

@@ -1,4 +1,4 @@
-"""The CLIP towers MUSE runs on (muse-model.md section 2), with OpenAI CLIP's state-dict layout.
+"""The CLIP towers MUSE runs on (docs/model.md section 2), with OpenAI CLIP's state-dict layout.
 
 `Clip(vision, text)` loads an OpenAI CLIP state dict (or the `clip.`-prefixed part of a MUSE checkpoint,
 prefix stripped) with `load_state_dict(..., strict=True)`:

@@ -1,4 +1,4 @@
-"""Pixels to model input: CLIP normalisation and zero-padding to max_frames (muse-model.md section 1).
+"""Pixels to model input: CLIP normalisation and zero-padding to max_frames (docs/model.md section 1).
 
 Decoding and resizing live in the video module; this module starts from already-cropped RGB frames.
 """

@@ -1,4 +1,4 @@
-"""Search and evaluation over embeddings (muse-model.md section 6).
+"""Search and evaluation over embeddings (docs/model.md section 6).
 
 - `topk_search`: exact top-k of query @ gallery^T over gallery chunks, in bounded memory. Ties are
   broken by the lower gallery row, so the result does not depend on the chunk size.

@@ -1,4 +1,4 @@
-"""CLIP's byte-level BPE tokenizer, as the MUSE reference feeds captions to CLIP (muse-model.md section 1).
+"""CLIP's byte-level BPE tokenizer, as the MUSE reference feeds captions to CLIP (docs/model.md section 1).
 
 A caption becomes `[SOT] + tokens[:max_words-2] + [EOT]`, zero-padded to `max_words` (32 in MUSE).
 Ids are bit-for-bit those of OpenAI CLIP's tokenizer (and of open_clip's, see `tests/test_tokenizer.py`).

@@ -1,4 +1,4 @@
-"""Video files, frame folders and arrays -> the frames MUSE sees (muse-model.md section 1).
+"""Video files, frame folders and arrays -> the frames MUSE sees (docs/model.md section 1).
 
 Sampling follows the reference loader (CLIP4Clip `RawVideoExtractorCV2` with `feature_framerate 1`,
 `slice_framepos 2`):

@@ -1,6 +1,6 @@
 """Reading and writing weights: OpenAI / open_clip CLIP, reference MUSE checkpoints, the engine's own format.
 
-Formats (muse-model.md section 7):
+Formats (docs/model.md section 7):
 - OpenAI CLIP: the TorchScript archive (`ViT-B-32.pt`) or a plain state dict; open_clip's state dict of
   the same architecture has the same key names.
 - Reference MUSE training checkpoints `pytorch_model.bin.N`: a plain pickled dict with `clip.*` and

@@ -1,6 +1,6 @@
 """Ahead-of-time compilation of the project's Triton kernels to PTX/cubin, on any machine (no GPU needed).
 
-Why: TensorRT's AOT plugins (engine-notes section 4) bake a Triton kernel's PTX into the engine plan; the
+Why: TensorRT's AOT plugins (docs/tensorrt.md) bake a Triton kernel's PTX into the engine plan; the
 plan then needs a kernel whose ABI is known (its parameter list), that needs no global scratch (TensorRT
 passes null for the two scratch pointers Triton >= 3.5 appends), whose shared memory fits the target,
 and whose PTX ISA version the deployment driver accepts. This module compiles a kernel for a

@@ -25,7 +25,7 @@ def _biconv_kernel(x_ptr, wf_ptr, bf_ptr, wb_ptr, bb_ptr,
                    L, D, stride_xb, stride_xl,
                    uf_ptr, ub_ptr,
                    W: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
-    # AOT ABI (engine-notes section 4): input pointers, int32 scalars, output pointers; no float scalars.
+    # AOT ABI (docs/kernels.md "AOT"): input pointers, int32 scalars, output pointers; no float scalars.
     pid_b = tl.program_id(0)
     pid_l = tl.program_id(1)
     pid_d = tl.program_id(2)

@@ -7,7 +7,7 @@ Computes exactly what `bidirectional_scan_ref` computes, in one launch for both 
   out  = silu(z) * (y_f + y_b)                   gate applied once to the sum
 The forward direction walks t = 0..L-1 and the backward one t = L-1..0 BY INDEX: no flipped copies.
 
-Design (engine-notes section 2):
+Design (docs/kernels.md):
 - One program owns one (batch, D-block) and runs BOTH directions interleaved in the same loop: step i
   advances the forward state at t = i and the backward state at t = L-1-i. The two recurrences are
   independent, which doubles the instruction-level parallelism of a latency-bound loop, and the program
@@ -26,7 +26,7 @@ Design (engine-notes section 2):
   Costs 2x the exp work of the sequential kernel, so it only pays when the sequential grid leaves SMs
   idle; `choose_variant` documents the heuristic.
 
-AOT (TensorRT, engine-notes section 4): every kernel takes input pointers, then int32 scalars, then
+AOT (TensorRT, docs/kernels.md "AOT"): every kernel takes input pointers, then int32 scalars, then
 output pointers; floats are constexprs; no global scratch. The chunked variant's workspace is an explicit
 tensor passed by the caller (output of launch 1, input of launch 2). `AOT_SPECS` describes each kernel.
 """

@@ -1,6 +1,6 @@
 """Hyper-parameters of a MUSE model: one frozen dataclass per part, presets per CLIP backbone.
 
-The numbers follow OpenAI CLIP and the MUSE reference code (see shared/muse-model.md sections 2-5).
+The numbers follow OpenAI CLIP and the MUSE reference code (see docs/model.md sections 2-5).
 Everything the engine builds is derived from a `MuseConfig`; nothing else carries sizes.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 SEQUENCE_ORDERS = ("scale_wise", "frame_wise", "spatial_wise")
 SUPPORTED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
-# CLIP's image normalisation (muse-model.md section 1).
+# CLIP's image normalisation (docs/model.md section 1).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -1,4 +1,4 @@
-"""Sequence assembly and readout (muse-model.md sections 4 and 6).
+"""Sequence assembly and readout (docs/model.md sections 4 and 6).
 
 Three token orders exist in the reference code; "scale_wise" is the released one:
 - scale_wise:   [cls_0..cls_{T-1}] + [level 0 of all frames, frame-major] + [level 1 ...] + ...

@@ -28,7 +28,7 @@ from .config import MuseConfig
 from .pyramid import FeaturePyramid
 from .sequence import assemble_sequence, check_mask, check_tokens, pool_frames, readout
 
-MUSE_HEAD_PARAMS_B32 = 4_687_872  # muse-model.md section 8; tests check it against MuseHead
+MUSE_HEAD_PARAMS_B32 = 4_687_872  # docs/model.md section 8; tests check it against MuseHead
 
 
 @dataclass(frozen=True)

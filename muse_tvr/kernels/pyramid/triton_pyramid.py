@@ -7,7 +7,7 @@ Per scale, two launches; plus one launch for the CLS tokens (see docs/pyramid-ke
            or nearest-source gather for the 2.0 scale), and runs the 1x1 conv as a GEMM over pixels
            with bias + LayerNorm(C) + exact-erf GELU fused into the epilogue. The 2.0 scale's
            ConvTranspose2d(k2, s2) + Conv1x1 are folded on the host into four C x C matrices, one per
-           sub-pixel (engine-notes section 2), so it is one GEMM per sub-pixel. Writes the activations
+           sub-pixel (docs/model.md section 3), so it is one GEMM per sub-pixel. Writes the activations
            to a scratch map (frames, h, h, C) allocated by the wrapper: the 3x3 conv needs neighbours.
   stage 2  `_pyramid_stage2_kernel`: the 3x3 conv (padding 1) as an implicit GEMM over 9 shifted taps
            of the scratch map, bias + LayerNorm(C) in the epilogue, and the result stored straight into
@@ -49,7 +49,7 @@ _TL_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16
 
 
 # ----------------------------------------------------------------------------------------------------
-# kernels. ABI convention (TensorRT AOT plugins, engine-notes section 4): input pointers, then int32
+# kernels. ABI convention (TensorRT AOT plugins, docs/pyramid-kernel.md): input pointers, then int32
 # scalars, then output pointers; float parameters are constexprs.
 # ----------------------------------------------------------------------------------------------------
 @triton.jit

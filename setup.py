@@ -28,7 +28,8 @@ setup(
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
     packages=find_packages(include=["muse_tvr", "muse_tvr.*"]),
-    package_data={"muse_tvr.engine": ["data/*.gz", "data/*.md"]},
+    package_data={"muse_tvr.engine": ["data/*.gz", "data/*.md"],
+                  "muse_tvr.kernels.selective_scan": ["bi_scan.h", "bi_scan_torch.cpp"]},
     python_requires=">=3.10",
     # A range, not a pin: the GPU machines run torch 2.11; the Makefile pins the exact dev build.
     install_requires=[

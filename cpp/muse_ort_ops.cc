@@ -18,7 +18,7 @@
 #undef ORT_API_MANUAL_INIT
 #include "onnxruntime_lite_custom_op.h"
 
-#include "bi_scan.h"
+#include "bi_scan.h"  // muse_tvr/kernels/selective_scan/, on the include path (Makefile SCAN_DIR)
 
 namespace {
 

@@ -1,4 +1,5 @@
-// The bidirectional selective scan on CPU: the kernel behind muse::BiSelectiveScan in the ORT op library.
+// The bidirectional selective scan on CPU: the kernel behind muse::BiSelectiveScan in the ORT op library
+// (cpp/muse_ort_ops.cc) and the PyTorch CPU extension (bi_scan_torch.cpp next to this file).
 //
 // Math (muse_tvr/kernels/selective_scan/reference.py, bidirectional_scan_ref), per batch row b, channel d:
 //   dt_t = softplus(delta_t + bias)            (identity above 20, as mamba-ssm)

@@ -27,7 +27,10 @@ setup(
         "Topic :: Multimedia :: Video",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
-    packages=find_packages(include=["muse_tvr", "muse_tvr.*"]),
+    # The benchmark harness lives in benchmarks/ beside its committed results; the wheel ships it as
+    # muse_tvr.bench so that `muse-tvr bench` works from an installed package.
+    packages=find_packages(include=["muse_tvr", "muse_tvr.*"]) + ["muse_tvr.bench"],
+    package_dir={"muse_tvr.bench": "benchmarks"},
     package_data={"muse_tvr.engine": ["data/*.gz", "data/*.md"],
                   "muse_tvr.kernels.selective_scan": ["bi_scan.h", "bi_scan_torch.cpp"]},
     python_requires=">=3.10",

@@ -368,38 +368,34 @@ def check_conv(rep: Report, a: argparse.Namespace, device) -> None:
 
 
 def check_pyramid(rep: Report, a: argparse.Namespace, device) -> None:
+    """The triton backend's pyramid op vs the reference op on the same module: error against an fp32
+    reference (the reference op in float32 on the same rounded tokens and weights), and timings."""
+    import copy
+
+    import torch
+    from muse_tvr.engine.backend import get
+    from muse_tvr.engine.config import HeadConfig, VisionConfig
+    from muse_tvr.engine.pyramid import FeaturePyramid
     rep.say("fused pyramid")
-    try:
-        from muse_tvr.kernels.pyramid import benchmark_pyramid
-    except ImportError as e:
-        rep.say(f"  muse_tvr.kernels.pyramid.benchmark_pyramid not available ({e}); skipped")
-        return
-    kw = {"frames": 1, "channels": 32} if a.smoke else {}
-    res = benchmark_pyramid(device=device, batch=a.batch, dtype=_torch_dtype(a.dtype), iters=min(a.iters, 5), **kw)
-    rep.data["pyramid"] = res
-    err = res.get("max_abs_err", float("nan"))
+    frames, channels, grid = (1, 32, 7) if a.smoke else (12, 512, 7)
+    dtype = _torch_dtype(a.dtype)
+    torch.manual_seed(0)
+    pyr = FeaturePyramid(HeadConfig(d_model=channels), VisionConfig(patch_size=224 // grid, output_dim=channels))
+    pyr = pyr.to(device=device, dtype=dtype).eval()
+    tokens = torch.randn(a.batch, frames, 1 + grid * grid, channels, device=device).to(dtype)
+    fused_ops, ref_ops = get("triton"), get("reference")
+    with torch.no_grad():
+        want = copy.deepcopy(pyr).float()(tokens.float(), ref_ops)
+        err = (pyr(tokens, fused_ops).float() - want).abs().max().item()
+        eager_err = (pyr(tokens, ref_ops).float() - want).abs().max().item()
+    rep.data["pyramid"] = {"batch": a.batch, "frames": frames, "grid": grid, "channels": channels,
+                           "dtype": a.dtype, "max_abs_err": err, "eager_max_abs_err": eager_err}
     # LayerNorm outputs are O(1); bf16 rounding of O(1) values is ~1e-2, fp32 GEMM order ~1e-4.
     limit = 1e-3 if a.dtype == "fp32" else 6e-2
     rep.check(f"pyramid fused vs eager ({a.dtype})", bool(err <= limit), f"max abs err {err:.3e} (limit {limit})")
-    rep.timing("pyramid fused (host-timed, benchmark_pyramid)", res["fused_ms"], speedup=res["speedup"])
-    rep.timing("pyramid eager (host-timed, benchmark_pyramid)", res["eager_ms"])
-    # The same shapes timed by bench() (graph replay on CUDA): the numbers the summary uses.
-    import torch
-    from muse_tvr.engine.config import HeadConfig, VisionConfig
-    from muse_tvr.engine.pyramid import FeaturePyramid
-    from muse_tvr.engine.sequence import assemble_sequence
-    from muse_tvr.kernels.pyramid import fused_pyramid_sequence, pack_pyramid
-    frames, channels, grid = kw.get("frames", 12), kw.get("channels", 512), 7
-    dtype = _torch_dtype(a.dtype)
-    hc = HeadConfig(d_model=channels)
-    pyr = FeaturePyramid(hc, VisionConfig(patch_size=224 // grid, output_dim=channels))
-    pyr.grid = grid
-    pyr = pyr.to(device=device, dtype=dtype).eval()
-    tokens = torch.randn(a.batch, frames, 1 + grid * grid, channels, device=device).to(dtype)
-    pack = pack_pyramid(pyr, pyr.scales, dtype, device)
     iters = 1 if a.smoke else a.iters
-    fused = bench(lambda: fused_pyramid_sequence(tokens, pack, hc.order), device, iters)
-    eager = bench(lambda: assemble_sequence(tokens[:, :, 0], pyr(tokens[:, :, 1:]), hc.order), device, iters)
+    fused = bench(lambda: pyr(tokens, fused_ops), device, iters)
+    eager = bench(lambda: pyr(tokens, ref_ops), device, iters)
     rep.timing("pyramid fused", fused["median_ms"], q1=fused["q1_ms"], q3=fused["q3_ms"], method=fused["method"])
     rep.timing("pyramid eager", eager["median_ms"], q1=eager["q1_ms"], q3=eager["q3_ms"], method=eager["method"])
     rep.data["pyramid_timed"] = {"fused": fused, "eager": eager}
@@ -410,9 +406,10 @@ def check_pyramid(rep: Report, a: argparse.Namespace, device) -> None:
 def check_head(rep: Report, a: argparse.Namespace, device) -> None:
     """The whole ViT-B/32 head (random weights) at one video, triton backend vs reference."""
     import torch
-    from muse_tvr.engine.backend import run_head
+    from muse_tvr.engine.backend import get
     from muse_tvr.engine.config import TINY, VIT_B_32
     from muse_tvr.engine.mamba import MuseHead
+    triton_ops = get("triton")
     cfg = TINY if a.smoke else VIT_B_32
     rep.say(f"MUSE head ({cfg.head.depth} blocks, {cfg.name} widths)")
     torch.manual_seed(0)
@@ -421,11 +418,11 @@ def check_head(rep: Report, a: argparse.Namespace, device) -> None:
     seq = torch.randn(1, length, cfg.head.d_model, device=device)
     with torch.no_grad():
         want = head(seq)
-        got = run_head(head, seq, "triton")
+        got = head(seq, triton_ops)
         err = (got - want).abs().max().item()
         rep.check(f"head triton vs reference fp32 L{length}", err <= 2e-3 * max(1.0, want.abs().max().item()),
                   f"max abs err {err:.3e}")
-        ms_fast = median_ms(lambda: run_head(head, seq, "triton"), device, 1 if a.smoke else max(3, a.iters // 5),
+        ms_fast = median_ms(lambda: head(seq, triton_ops), device, 1 if a.smoke else max(3, a.iters // 5),
                             warmup=0 if a.smoke else 3)
         ms_ref = median_ms(lambda: head(seq), device, 1, warmup=0, inner=1)
     rep.timing(f"head triton backend B1 L{length} fp32", ms_fast)
@@ -596,7 +593,7 @@ def section_preflight(rep: Report, a: argparse.Namespace, device) -> None:
 def section_head(rep: Report, a: argparse.Namespace, device) -> None:
     """The MUSE head (triton) vs the depth-matched Transformer head at MUSE's two lengths, B = 1."""
     import torch
-    from muse_tvr.engine.backend import run_head
+    from muse_tvr.engine.backend import get
     from muse_tvr.engine.config import TINY, VIT_B_16, VIT_B_32
     from muse_tvr.engine.mamba import MuseHead
     from muse_tvr.engine.transformer_head import TransformerHead, depth_matched
@@ -612,7 +609,7 @@ def section_head(rep: Report, a: argparse.Namespace, device) -> None:
         seq = torch.randn(1, length, cfg.head.d_model, device=device)
         iters = 1 if a.smoke else max(5, a.iters // 5)
         with torch.no_grad():
-            m = bench(lambda: run_head(head, seq, "triton"), device, iters, warmup=0 if a.smoke else 3)
+            m = bench(lambda: head(seq, get("triton")), device, iters, warmup=0 if a.smoke else 3)
             t = bench(lambda: trans(seq), device, iters, warmup=0 if a.smoke else 3)
         rep.timing(f"MUSE head triton fp32 B1 {cfg.name} L{length}", m["median_ms"], q1=m["q1_ms"], q3=m["q3_ms"],
                    method=m["method"])
@@ -624,13 +621,13 @@ def section_head(rep: Report, a: argparse.Namespace, device) -> None:
 
 def section_video(rep: Report, a: argparse.Namespace, device) -> None:
     """The whole video encoder (CLIP, pyramid, head, pooling), random weights, B = 1, T = 12 (smoke: TINY):
-    triton backend captured in a CUDA graph vs the same backend eager vs the PyTorch reference."""
+    the triton backend replayed from a CUDA graph, the same eager, and the PyTorch reference."""
     import torch
-    from muse_tvr.engine.backend import VideoEncoder
+    from muse_tvr.engine.backend import get
     from muse_tvr.engine.config import TINY, VIT_B_32
-    from muse_tvr.engine.model import MuseModel
+    from muse_tvr.engine.model import MuseModel, learn
     cfg = TINY if a.smoke else VIT_B_32
-    # cuDNN convs default to TF32 (CLIP's patch conv, the eager pyramid): off, so both paths are fp32.
+    # cuDNN convs default to TF32 (CLIP's patch conv): off, so both paths are fp32.
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     model = MuseModel(cfg).to(device).eval()
@@ -638,30 +635,22 @@ def section_video(rep: Report, a: argparse.Namespace, device) -> None:
     s = cfg.vision.image_size
     frames = torch.randn(1, t, 3, s, s, device=device)
     mask = torch.ones(1, t, device=device)
+    triton_ops = get("triton")
+
+    def encode():  # MuseModel.encode_video without its host-side input checks, so it can be captured
+        return learn(model.pyramid, model.head, model.encode_frames(frames), mask, triton_ops)
     with torch.no_grad():
-        model.set_backend("reference")
-        want = model.encode_video(frames, mask)
-        model.set_backend("triton")
-        enc = VideoEncoder(model, use_graphs=device.type == "cuda")
-        got = enc.encode(frames, mask)
-        err = (got - want).abs().max().item()
-        rep.check(f"video encoder triton{' + CUDA graph' if enc.use_graphs else ''} vs reference T{t}",
-                  err <= 2e-3, f"max abs err {err:.3e}")
-        frames2 = torch.randn_like(frames)   # a replay must read the new input, not the captured one
-        model.set_backend("reference")
-        want2 = model.encode_video(frames2, mask)
-        model.set_backend("triton")
-        err2 = (enc.encode(frames2, mask) - want2).abs().max().item()
-        rep.check("video encoder on new frames (graph replay)", err2 <= 2e-3, f"max abs err {err2:.3e}")
-        rep.data["graph_captured"] = bool(enc._graphs)
+        want = model.set_backend("reference").encode_video(frames, mask)
+        err = (model.set_backend("triton").encode_video(frames, mask) - want).abs().max().item()
+        rep.check(f"video encoder triton vs reference T{t}", err <= 2e-3, f"max abs err {err:.3e}")
         iters = 1 if a.smoke else 10
         w = 0 if a.smoke else 1
-        g = bench(lambda: enc.encode(frames, mask), device, iters, warmup=w, inner=1, graph=False)
-        eager_enc = VideoEncoder(model, use_graphs=False)
-        e = bench(lambda: eager_enc.encode(frames, mask), device, iters, warmup=w, inner=1, graph=False)
+        g = bench(encode, device, iters, warmup=w, inner=1, graph=device.type == "cuda")
+        e = bench(encode, device, iters, warmup=w, inner=1, graph=False)
         model.set_backend("reference")
         r = bench(lambda: model.encode_video(frames, mask), device, 1, warmup=0, inner=1, graph=False)
-    rep.timing("video encoder triton, CUDA graph" if enc.use_graphs else "video encoder triton", g["median_ms"])
+    rep.data["graph_captured"] = g["method"] != e["method"]
+    rep.timing(f"video encoder triton, {g['method']}", g["median_ms"])
     rep.timing("video encoder triton, eager", e["median_ms"])
     rep.timing("video encoder PyTorch reference, eager", r["median_ms"])
     rep.data.update({"video_graph": g, "video_triton_eager": e, "video_reference": r,

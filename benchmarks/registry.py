@@ -10,12 +10,10 @@ Targets (all at width 512 unless the preset says otherwise):
   pyramid  the feature pyramid + sequence assembly from CLIP tokens (B, T, 1+g*g, C)
   clip     the CLIP image tower on (B*T, 3, 224, 224) frames
 
-Backends:
-  reference          plain PyTorch (the scan is a Python loop over L with an fp32 state)
-  cpu-chunked        the blocked PyTorch scan (muse_tvr.kernels.selective_scan.cpu_chunked) + folded GEMMs
-  triton             the project's Triton kernels; CUDA only (interpreter timings on CPU are meaningless)
+Backends: the engine's (muse_tvr.engine.backend.names(), "auto" aside), each running the model's own
+code with its ops, plus two baselines:
+  reference / cpu-chunked / cpp / triton / ort   the engine's backends (see muse_tvr/engine/backend.py)
   mamba-ssm          upstream CUDA kernels (two selective_scan_fn calls + flips); CUDA + compiled mamba-ssm
-  ort-oplib          ONNX Runtime CPU with the project's C++ custom-op library (muse_tvr.export.ort_runner)
   transformer-depth  Transformer head, 4 blocks, MLP x4 (depth-matched)
   transformer-param  Transformer head, 2 blocks, MLP hidden solved to the MUSE head's parameter count
 
@@ -23,15 +21,17 @@ A backend that cannot run says why (`skip_reason`); the harness records the reas
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
+import muse_tvr  # noqa: F401  (registers every engine backend, "ort" included)
+from muse_tvr.engine import backend as engine_backends
 from muse_tvr.engine.config import MuseConfig
 
-MAMBA_BACKENDS = ("reference", "cpu-chunked", "triton", "mamba-ssm", "ort-oplib")
+ENGINE_BACKENDS = tuple(n for n in engine_backends.names() if n != "auto")
+MAMBA_BACKENDS = ENGINE_BACKENDS + ("mamba-ssm",)
 TRANSFORMER_BACKENDS = ("transformer-depth", "transformer-param")
 BACKENDS = MAMBA_BACKENDS + TRANSFORMER_BACKENDS
 TARGETS = ("scan", "conv", "block", "head", "learner", "pyramid", "clip")
@@ -61,10 +61,6 @@ class Prepared:
     info: dict = field(default_factory=dict)
 
 
-def _on_cuda(device: torch.device) -> bool:
-    return device.type == "cuda"
-
-
 def skip_reason(target: str, backend: str, device: torch.device) -> str | None:
     """None if (target, backend) can run on `device`; otherwise a sentence saying why not."""
     if target not in TARGETS:
@@ -73,24 +69,10 @@ def skip_reason(target: str, backend: str, device: torch.device) -> str | None:
         return f"unknown backend {backend!r}"
     if backend in TRANSFORMER_BACKENDS and target not in ("head", "block", "learner"):
         return "the Transformer baselines replace the sequence learner only (targets head, block, learner)"
-    if target == "learner" and backend in ("triton", "mamba-ssm"):
-        return f"{backend} is timed on the kernels and the head; the learner target is for CPU routes"
-    if target in ("pyramid", "clip") and backend not in ("reference", "triton"):
-        return f"{target} has no {backend} implementation (it is shared by both learners)"
-    if target == "clip" and backend != "reference":
-        return "CLIP runs through PyTorch only"
-    if backend == "cpu-chunked" and target not in ("scan", "block", "head", "learner"):
-        return "cpu-chunked replaces the scan only"
-    if backend == "triton":
-        if not _on_cuda(device):
-            return ("Triton kernels need a CUDA device; on CPU they only run under TRITON_INTERPRET=1, "
-                    "whose timings say nothing about GPU speed")
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed"
     if backend == "mamba-ssm":
-        if not _on_cuda(device):
+        if device.type != "cuda":
             return "mamba-ssm's selective_scan_fn is a CUDA kernel; this run is on CPU"
-        if target not in ("scan",):
+        if target != "scan":
             return "mamba-ssm is timed on the scan only (two calls plus flips)"
         try:
             import selective_scan_cuda
@@ -98,39 +80,33 @@ def skip_reason(target: str, backend: str, device: torch.device) -> str | None:
             return "mamba-ssm's compiled extension selective_scan_cuda is not importable"
         if not hasattr(selective_scan_cuda, "fwd"):  # the tests register an empty stand-in module
             return "selective_scan_cuda is a stand-in module, not mamba-ssm's compiled extension"
-    if backend == "ort-oplib":
-        if target != "learner":
-            return "ONNX Runtime runs the exported head model: tokens -> embedding (target learner)"
-        reason = _ort_skip_reason()
+        return None
+    if backend in ENGINE_BACKENDS:
+        eng = engine_backends.get(backend)
+        if backend == "triton" and device.type != "cuda":
+            return ("Triton kernels need a CUDA device; on CPU they only run under TRITON_INTERPRET=1, "
+                    "whose timings say nothing about GPU speed")
+        reason = eng.unavailable(device)
         if reason:
             return reason
-    return None
-
-
-def _ort_skip_reason() -> str | None:
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed"
-    if importlib.util.find_spec("muse_tvr.export.ort_runner") is None:
-        return "muse_tvr.export.ort_runner (ONNX Runtime + C++ op library) is not in this checkout yet"
-    return _ort_integration_reason()
-
-
-def _ort_integration_reason() -> str | None:
-    from muse_tvr.export import ort_runner
-    try:
-        ort_runner.find_op_library()
-    except FileNotFoundError as e:
-        return str(e)
+        if eng.learner is not None and target != "learner":
+            return f"{backend} runs the whole learner: tokens -> embedding (target learner)"
+        if target == "clip" and backend != "reference":
+            return "CLIP runs through PyTorch only"
+        if target == "pyramid" and eng.pyramid is engine_backends.REFERENCE.pyramid and backend != "reference":
+            return f"{backend} uses the reference pyramid"
+        if target == "conv" and eng.conv is engine_backends.REFERENCE.conv and backend != "reference":
+            return f"{backend} uses the reference conv"
     return None
 
 
 # ----- FLOP counts (matrix work only; elementwise and the scan are not GEMM FLOPs) ----------------
-def mamba_head_flops(cfg: MuseConfig, length: int, batch: int = 1, folded: bool = False) -> float:
-    """GEMM FLOPs of the Mamba head: in_proj, both x_proj and dt_proj, out_proj, temporal_fc."""
+def mamba_head_flops(cfg: MuseConfig, length: int, batch: int = 1) -> float:
+    """GEMM FLOPs of the Mamba head: in_proj, both x_proj and dt_proj, and out_proj folded into temporal_fc."""
     h = cfg.head
     d, di, r, n = h.d_model, h.d_inner, h.rank, h.d_state
     per_token = 2 * d * 2 * di + 2 * (2 * di * (r + 2 * n) + 2 * r * di)
-    per_token += 2 * di * d if folded else 2 * di * d + 2 * d * d
+    per_token += 2 * di * d
     return float(per_token * length * batch * h.depth)
 
 
@@ -164,19 +140,6 @@ def _transformer_cfg(backend: str, cfg: MuseConfig):
     return parameter_matched(target, cfg.head.d_model)
 
 
-def _head_forward(backend: str, head, device):
-    """A callable seq -> seq running the MUSE head through `backend`."""
-    from muse_tvr.kernels.selective_scan.cpu_chunked import muse_head_forward_chunked
-    if backend == "reference":
-        return head
-    if backend == "cpu-chunked":
-        return lambda s: muse_head_forward_chunked(head, s)
-    if backend == "triton":
-        from muse_tvr.kernels.selective_scan import bidirectional_scan_triton
-        return lambda s: muse_head_forward_chunked(head, s, scan=bidirectional_scan_triton)
-    raise ValueError(f"backend {backend} has no head forward")
-
-
 def _scan_inputs(b: int, length: int, d: int, n: int, device, dtype):
     g = _gen(1)
     def rnd(*shape, scale=1.0):
@@ -201,27 +164,18 @@ def build(target: str, backend: str, point: Point, device: torch.device,
 
     if target == "scan":
         args = _scan_inputs(b, length, cfg.head.d_inner, n, device, dtype)
-        if backend == "reference":
-            from muse_tvr.kernels.selective_scan import bidirectional_scan_ref as fn
-        elif backend == "cpu-chunked":
-            from muse_tvr.kernels.selective_scan.cpu_chunked import bidirectional_scan_chunked as fn
-        elif backend == "triton":
-            from muse_tvr.kernels.selective_scan import bidirectional_scan_triton as fn
-        else:  # mamba-ssm: two upstream calls in its (B, D, L) layout, the backward one on flipped copies
+        if backend == "mamba-ssm":  # two upstream calls in its (B, D, L) layout, the backward one flipped
             return _mamba_ssm_scan(args)
-        return Prepared(lambda: fn(*args))
+        scan = engine_backends.get(backend).scan
+        return Prepared(lambda: scan(*args))
 
     if target == "conv":
-        from muse_tvr.kernels.causal_conv import causal_conv1d_ref
         g = _gen(2)
         x = torch.randn(b, length, cfg.head.d_inner, generator=g).to(device, dtype)
         w = torch.randn(2, cfg.head.d_inner, cfg.head.d_conv, generator=g).to(device)
         bias = torch.randn(2, cfg.head.d_inner, generator=g).to(device)
-        if backend == "triton":
-            from muse_tvr.kernels.causal_conv import bidirectional_causal_conv_triton
-            return Prepared(lambda: bidirectional_causal_conv_triton(x, w[0], bias[0], w[1], bias[1]))
-        return Prepared(lambda: (causal_conv1d_ref(x, w[0], bias[0], "silu", False),
-                                 causal_conv1d_ref(x, w[1], bias[1], "silu", True)))
+        conv = engine_backends.get(backend).conv
+        return Prepared(lambda: conv(x, w[0], bias[0], w[1], bias[1]))
 
     if target in ("block", "head"):
         depth = 1 if target == "block" else None
@@ -237,9 +191,9 @@ def build(target: str, backend: str, point: Point, device: torch.device,
             return Prepared(lambda: head(seq), count(head), transformer_head_flops(tcfg, length, b),
                             {"depth": tcfg.depth, "mlp_hidden": tcfg.mlp_hidden})
         head = _mamba_head(cfg, device, depth).to(dtype)
-        flops = mamba_head_flops(cfg, length, b, folded=backend != "reference") / (cfg.head.depth if depth else 1)
-        fwd = _head_forward(backend, head, device)
-        return Prepared(lambda: fwd(seq), count(head), flops)
+        flops = mamba_head_flops(cfg, length, b) / (cfg.head.depth if depth else 1)
+        ops = engine_backends.get(backend)
+        return Prepared(lambda: head(seq, ops), count(head), flops)
 
     if target == "learner":
         tokens = torch.randn(b, point.frames, cfg.vision.tokens, d, generator=_gen(6)).to(device, dtype)
@@ -251,34 +205,21 @@ def build(target: str, backend: str, point: Point, device: torch.device,
             return Prepared(lambda: learner.encode_tokens(tokens, mask), count(learner.head),
                             transformer_head_flops(learner.head.cfg, length, b))
         from muse_tvr.engine.model import MuseModel
-        from muse_tvr.engine.sequence import pool_frames, readout
         torch.manual_seed(0)
-        model = MuseModel(cfg).to(device).eval()
-        flops = mamba_head_flops(cfg, length, b, folded=backend != "reference")
-        if backend == "ort-oplib":
-            return _ort_learner(model, tokens, mask, count(model.head), flops)
-        if backend == "reference":
-            return Prepared(lambda: model.encode_tokens(tokens, mask), count(model.head), flops)
-        fwd = _head_forward(backend, model.head, device)
-
-        def fast():
-            with torch.no_grad():
-                seq = fwd(model.build_sequence(tokens))
-                return pool_frames(readout(seq, point.frames, cfg.head.order), mask)
-        return Prepared(fast, count(model.head), flops)
+        model = MuseModel(cfg).to(device).eval().set_backend(backend)
+        # A whole-learner route's first call builds it (the ONNX export): done here, not timed.
+        model.encode_tokens(tokens, mask)
+        return Prepared(lambda: model.encode_tokens(tokens, mask), count(model.head), mamba_head_flops(cfg, length, b),
+                        {"backend": model.resolved_backend(device).name})
 
     if target == "pyramid":
         from muse_tvr.engine.pyramid import FeaturePyramid
-        from muse_tvr.engine.sequence import assemble_sequence
         torch.manual_seed(0)
         pyr = FeaturePyramid(cfg.head, cfg.vision).to(device, dtype).eval()
         tokens = torch.randn(b, point.frames, cfg.vision.tokens, d, generator=_gen(4)).to(device, dtype)
-        if backend == "triton":
-            from muse_tvr.kernels.pyramid import fused_pyramid_sequence, pack_pyramid
-            pack = pack_pyramid(pyr, cfg.head.scales, dtype, device)  # weight packing is not timed
-            return Prepared(lambda: fused_pyramid_sequence(tokens, pack, cfg.head.order), count(pyr))
-        return Prepared(lambda: assemble_sequence(tokens[:, :, 0], pyr(tokens[:, :, 1:]), cfg.head.order),
-                        count(pyr))
+        ops = engine_backends.get(backend)
+        pyr(tokens, ops)  # derives the kernel's packed weights once, outside the timed calls
+        return Prepared(lambda: pyr(tokens, ops), count(pyr))
 
     if target == "clip":
         from muse_tvr.engine.clip import ClipVisual
@@ -302,14 +243,3 @@ def _mamba_ssm_scan(args) -> Prepared:
         return y + selective_scan_fn(*bwd, delta_softplus=True).flip(-1)
     return Prepared(run, info={"note": "two selective_scan_fn calls with z gating each (upstream has no "
                                        "bidirectional op); flips of the inputs are outside the timed call"})
-
-
-def _ort_learner(model, tokens, mask, params, flops) -> Prepared:
-    import tempfile
-
-    from muse_tvr.export.ort_runner import OrtHead
-    workdir = tempfile.mkdtemp(prefix="muse-bench-ort-")
-    head = OrtHead.from_model(model, workdir, route="oplib")  # export + session set-up are not timed
-    tok, msk = tokens.cpu().numpy(), mask.cpu().numpy()
-    return Prepared(lambda: head(tok, msk), params, flops,
-                    {"provider": "CPUExecutionProvider + libmuse_ort_ops", "onnx": str(head.model.path)})

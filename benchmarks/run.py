@@ -24,10 +24,11 @@ from typing import Callable
 
 import torch
 
-from benchmarks import registry
+from . import registry
 from muse_tvr.engine.config import VIT_B_16, VIT_B_32
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # the committed results of this checkout
+DEFAULT_OUT = Path("muse-tvr-bench")  # where `muse-tvr bench` writes unless told: never the committed ones
 
 
 # ----- statistics ----------------------------------------------------------------------------------
@@ -133,8 +134,8 @@ def _length_points(frames_b32: list[int], frames_b16: list[int], batches: list[i
     return sorted(pts, key=lambda p: (p.batch, p.seq_len))
 
 
-LEARNER_BACKENDS = ("reference", "cpu-chunked", "ort-oplib", "transformer-depth", "transformer-param")
-HEAD_BACKENDS = ("reference", "cpu-chunked", "triton", "ort-oplib", "transformer-depth", "transformer-param")
+LEARNER_BACKENDS = registry.ENGINE_BACKENDS + registry.TRANSFORMER_BACKENDS
+HEAD_BACKENDS = tuple(b for b in LEARNER_BACKENDS if b != "ort")  # ort runs the whole learner only
 
 
 def make_plan(mode: str, device: torch.device) -> Plan:
@@ -182,8 +183,8 @@ def make_plan(mode: str, device: torch.device) -> Plan:
     else:
         for backend in LEARNER_BACKENDS:
             plan.cases.append(("learner", backend, mid))
-    for target, backends in (("scan", ("reference", "cpu-chunked", "triton", "mamba-ssm")),
-                             ("conv", ("reference", "triton")), ("block", ("reference", "cpu-chunked", "triton")),
+    for target, backends in (("scan", ("reference", "cpu-chunked", "cpp", "triton", "mamba-ssm")),
+                             ("conv", ("reference", "triton")), ("block", ("reference", "cpu-chunked", "cpp", "triton")),
                              ("pyramid", ("reference", "triton")), ("clip", ("reference",))):
         for backend in backends:
             plan.cases.append((target, backend, mid))
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mode", choices=("quick", "full", "learner", "tiny"), default="quick")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--stem", default=None, help="output file name without extension")
     p.add_argument("--cuda-graph", action="store_true", help="replay timed calls from a CUDA graph")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

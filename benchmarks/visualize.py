@@ -12,7 +12,8 @@ STYLE = {  # Mamba solid, Transformers dashed, so the two families read apart wi
     "reference": dict(color="#7f7f7f", linestyle="-", marker="o", label="MUSE, PyTorch reference (loop scan)"),
     "cpu-chunked": dict(color="#1f77b4", linestyle="-", marker="o", label="MUSE, blocked CPU scan"),
     "triton": dict(color="#2ca02c", linestyle="-", marker="o", label="MUSE, Triton"),
-    "ort-oplib": dict(color="#9467bd", linestyle="-", marker="o", label="MUSE, ONNX Runtime + C++ op library"),
+    "cpp": dict(color="#17becf", linestyle="-", marker="o", label="MUSE, C++ scan (PyTorch op)"),
+    "ort": dict(color="#9467bd", linestyle="-", marker="o", label="MUSE, ONNX Runtime + C++ op library"),
     "transformer-depth": dict(color="#d62728", linestyle="--", marker="s", label="Transformer, 4 blocks (depth-matched)"),
     "transformer-param": dict(color="#ff7f0e", linestyle="--", marker="s", label="Transformer, 2 blocks (param-matched)"),
 }

@@ -10,21 +10,6 @@ import warnings
 from . import __version__, commands
 
 
-SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # the range torch.manual_seed accepts
-
-
-def parse_seed(text: str) -> int:
-    """argparse type for --seed: an integer torch.manual_seed accepts (a usage error otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give an integer") from None
-    if not SEED_MIN <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"seed {text} is out of range: give an integer from {SEED_MIN} "
-                                         f"to {SEED_MAX}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muse-tvr", description="MUSE text-video retrieval engine")
     parser.add_argument("--version", action="version", version=f"muse-tvr {__version__}")

@@ -1,14 +1,16 @@
-"""The triton backend (interpreter on CPU) against the reference path: one block, the whole TINY head,
-the model's encode_tokens; backend selection, weight folding, rebuild on weight change, embedding cache."""
+"""Backends and ops: every registered implementation of every op against its reference (Triton under the
+interpreter), the derived weights, backend selection, and the one list of backend names."""
+import inspect
+
 import pytest
 import torch
 
 from helpers import assert_close
-from muse_tvr.engine.backend import (EmbeddingCache, FastBlock, VideoEncoder, fast_head, resolve_backend,
-                                     run_head, video_key)
-from muse_tvr.engine.config import TINY
+from muse_tvr.engine import backend as backends
+from muse_tvr.engine.config import TINY, HeadConfig, VisionConfig
 from muse_tvr.engine.mamba import MuseBlock, MuseHead
-from muse_tvr.engine.model import MuseModel
+from muse_tvr.engine.pyramid import FeaturePyramid
+from muse_tvr.kernels import causal_conv, pyramid, selective_scan
 
 
 def randomize(module):
@@ -22,104 +24,133 @@ def randomize(module):
     return module
 
 
-def test_resolve_backend():
-    assert resolve_backend("auto", "cpu") == "reference"
-    assert resolve_backend(None, "cpu") == "reference"
-    assert resolve_backend("reference", "cpu") == "reference"
-    assert resolve_backend("triton", "cpu") == "triton"  # tests run under TRITON_INTERPRET=1
-    with pytest.raises(ValueError, match="backend must be one of"):
-        resolve_backend("cuda", "cpu")
+def required(fn) -> list[str]:
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
 
 
-def test_folded_output_map_is_out_proj_then_temporal_fc():
+@pytest.mark.parametrize("table,ref", [(causal_conv.IMPLEMENTATIONS, causal_conv.bidirectional_causal_conv_ref),
+                                       (selective_scan.IMPLEMENTATIONS, selective_scan.bidirectional_scan_ref),
+                                       (pyramid.IMPLEMENTATIONS, pyramid.pyramid_sequence_ref)],
+                         ids=["conv", "scan", "pyramid"])
+def test_every_implementation_has_the_reference_signature(table, ref):
+    for name, fn in table.items():
+        params = list(inspect.signature(fn).parameters)
+        assert params[:len(inspect.signature(ref).parameters)] == list(inspect.signature(ref).parameters), name
+        assert required(fn) == required(ref), name
+
+
+@pytest.mark.parametrize("impl", sorted(causal_conv.IMPLEMENTATIONS))
+@pytest.mark.parametrize("b,length,d,dtype", [(1, 1, 7, torch.float32), (2, 37, 24, torch.float32),
+                                              (1, 13, 16, torch.bfloat16)])
+def test_conv_implementations_match_reference(impl, b, length, d, dtype):
+    x = torch.randn(b, length, 2 * d).to(dtype)[..., :d]  # a row-strided view, as in_proj's output gives
+    w_f, w_b = torch.randn(d, 4), torch.randn(d, 4)
+    b_f, b_b = torch.randn(d), torch.randn(d)
+    got = causal_conv.IMPLEMENTATIONS[impl](x, w_f, b_f, w_b, b_b)
+    want = causal_conv.bidirectional_causal_conv_ref(x, w_f, b_f, w_b, b_b)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for g, w, tag in zip(got, want, ("forward", "backward")):
+        assert g.dtype == dtype
+        assert_close(g.float(), w.float(), tol, tol, f"{impl} conv {tag}")
+
+
+def scan_kwargs(b, length, d, n, dtype):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(dtype)  # noqa: E731
+    kw = {}
+    for tag in ("f", "b"):
+        xd = r(b, length, 2 * n + 3)  # B and C as column slices of one projection output
+        kw.update({f"u_{tag}": r(b, length, d), f"delta_{tag}": r(b, length, d, scale=0.5),
+                   f"B_{tag}": xd[..., 3:3 + n], f"C_{tag}": xd[..., 3 + n:],
+                   f"A_{tag}": -torch.exp(torch.randn(d, n, generator=g) * 0.5),
+                   f"D_{tag}": torch.randn(d, generator=g), f"delta_bias_{tag}": torch.randn(d, generator=g)})
+    kw["z"] = r(b, length, d)
+    return kw
+
+
+@pytest.mark.parametrize("impl", sorted(selective_scan.IMPLEMENTATIONS))
+@pytest.mark.parametrize("b,length,d,n,dtype", [(1, 1, 7, 4, torch.float32), (2, 37, 24, 16, torch.float32),
+                                                (1, 19, 16, 5, torch.float16), (1, 11, 9, 16, torch.bfloat16)])
+def test_scan_implementations_match_reference(impl, b, length, d, n, dtype):
+    kw = scan_kwargs(b, length, d, n, dtype)
+    got = selective_scan.IMPLEMENTATIONS[impl](**kw)
+    want = selective_scan.bidirectional_scan_ref(**kw)
+    tol = 2e-5 if dtype == torch.float32 else 2e-2
+    assert got.dtype == dtype and got.shape == want.shape
+    assert_close(got.float(), want.float(), tol, tol, f"{impl} scan")
+
+
+@pytest.mark.parametrize("impl", sorted(pyramid.IMPLEMENTATIONS))
+@pytest.mark.parametrize("scales,order", [((0.5, 1.0, 2.0), "scale_wise"), ((0.25, 1.0), "frame_wise")])
+def test_pyramid_implementations_match_reference(impl, scales, order):
+    head = HeadConfig(d_model=24, scales=scales, order=order, layer_norm_eps=1e-3)
+    pyr = FeaturePyramid(head, VisionConfig(patch_size=56, output_dim=24))  # 4 x 4 patch grid
+    tokens = torch.randn(2, 3, 17, 24)
+    got = pyramid.IMPLEMENTATIONS[impl](tokens, pyr, scales, order, head.layer_norm_eps)
+    want = pyramid.pyramid_sequence_ref(tokens, pyr, scales, order, head.layer_norm_eps)
+    assert got.shape == (2, pyramid.sequence_length(3, 4, scales, order), 24)
+    assert_close(got, want, 1e-4, 1e-4, f"{impl} pyramid")
+    # The configured epsilon is the one used: another value changes the result.
+    other = pyramid.IMPLEMENTATIONS[impl](tokens, pyr, scales, order, 1e-1)
+    assert (other - got).abs().max() > 1e-3
+
+
+def test_folded_output_map_and_derived_weights_refresh():
     block = MuseBlock(TINY.head)
-    fb = FastBlock.from_module(block)
+    w = block.derived_weights()
     y = torch.randn(5, TINY.head.d_inner)
-    expected = block.temporal_fc(block.mamba.out_proj(y))
-    assert_close(torch.nn.functional.linear(y, fb.w_out, fb.b_out), expected, 1e-5, 1e-5, "folded map")
-    assert_close(fb.A_f, -torch.exp(block.mamba.A_log), 0, 0, "precomputed A")
-
-
-@pytest.mark.parametrize("b,length", [(2, 13), (1, 1)], ids=["B2-L13", "B1-L1"])
-def test_block_matches_reference(b, length):
-    block = randomize(MuseBlock(TINY.head))
-    x = torch.randn(b, length, TINY.head.d_model)
     with torch.no_grad():
-        assert_close(FastBlock.from_module(block)(x), block(x), 5e-5, 1e-4, "MUSE block, triton vs reference")
-
-
-def test_head_matches_reference_bf16():
-    head = randomize(MuseHead(TINY.head)).to(torch.bfloat16)
-    x = torch.randn(1, 9, TINY.head.d_model).to(torch.bfloat16)
+        expected = block.temporal_fc(block.mamba.out_proj(y))
+    assert_close(torch.nn.functional.linear(y, w["w_out"], block.temporal_fc.bias), expected, 1e-5, 1e-5, "fold")
+    assert_close(w["A_f"], -torch.exp(block.mamba.A_log), 0, 0, "precomputed A")
+    assert block.derived_weights() is w  # computed once
     with torch.no_grad():
-        got, want = run_head(head, x, "triton").float(), head(x).float()
-    # Two blocks of bf16 GEMMs, LayerNorm and scan (the folded output map rounds once instead of twice):
-    # measured max error is one bf16 ulp of outputs up to |3.3| (0.0156); allow about that.
-    assert_close(got, want, 0.02, 2.0 ** -7, "bf16 head, triton vs reference")
+        block.mamba.out_proj.weight.mul_(2.0)  # in place: the version counter moves
+    w2 = block.derived_weights()
+    assert w2 is not w
+    assert_close(w2["w_out"], 2 * w["w_out"], 1e-6, 1e-6, "refreshed fold")
 
 
-def test_model_head_end_to_end_matches_reference():
-    """encode_tokens on one frame of TINY (L = 1 + 9 + 49 + 196 = 255 tokens) through both backends
-    (the triton side also runs the fused pyramid kernel when muse_tvr.kernels.pyramid provides it)."""
-    model = MuseModel(TINY).eval()
-    randomize(model.head)
-    tokens = torch.randn(1, 1, 50, TINY.embed_dim)
-    model.backend = "reference"
-    want = model.encode_tokens(tokens)
+@pytest.mark.parametrize("name", [n for n in backends.names() if n not in ("auto", "ort")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_on_every_backend_matches_reference(name, dtype):
+    head = randomize(MuseHead(TINY.head)).to(dtype)
+    x = torch.randn(1, 9, TINY.head.d_model).to(dtype)
     with torch.no_grad():
-        seq_ref = model.head(model.build_sequence(tokens))
-    model.backend = "triton"
-    got = model.encode_tokens(tokens)
-    with torch.no_grad():
-        seq_fast = run_head(model.head, model.build_sequence(tokens), "triton")
-    assert_close(seq_fast, seq_ref, 2e-4, 2e-4, "whole head sequence output")
-    assert_close(got, want, 1e-5, 1e-4, "video embedding")
+        got, want = head(x, backends.resolve(name, "cpu")).float(), head(x).float()
+    # bf16: two blocks of bf16 GEMMs, LayerNorm and scan; about one bf16 ulp of outputs up to |3|.
+    tol = (5e-5, 1e-4) if dtype == torch.float32 else (0.03, 2.0 ** -7)
+    assert_close(got, want, *tol, f"{name} head {dtype}")
 
 
-def test_fast_head_rebuilds_when_weights_change():
-    head = MuseHead(TINY.head)
-    first = fast_head(head)
-    assert fast_head(head) is first
-    with torch.no_grad():
-        head.MS_mamba[0].temporal_fc.bias.add_(1.0)
-    second = fast_head(head)
-    assert second is not first
-    assert_close(second.blocks[0].b_out, head.MS_mamba[0].temporal_fc.bias.detach(), 0, 0, "rebuilt bias")
+def test_resolve_backend():
+    assert backends.resolve("auto", "cpu").name == "cpp"  # this box and CI have a compiler
+    assert backends.resolve(None, "cpu").name == "cpp"
+    assert backends.resolve("reference", "cpu").name == "reference"
+    assert backends.resolve("triton", "cpu").name == "triton"  # tests run under TRITON_INTERPRET=1
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backends.resolve("cuda", "cpu")
+    with pytest.raises(ValueError, match="runs on CPU tensors"):
+        backends.resolve("cpp", "meta")
 
 
-def test_embedding_cache_lru_and_invalidation():
-    cache = EmbeddingCache(max_items=2)
-    cache.check_model(("v1",))
-    for k in "abc":
-        cache.put(k, torch.full((3,), float(ord(k))))
-    assert len(cache) == 2 and cache.get("a") is None and cache.get("c")[0] == ord("c")
-    cache.check_model(("v2",))
-    assert len(cache) == 0
-    with pytest.raises(ValueError, match="max_items"):
-        EmbeddingCache(0)
+def test_backend_names_are_one_list():
+    """The engine's registry is the list; the CLI, the benchmarks and the torch op agree with it."""
+    import argparse
 
-
-def test_video_encoder_caches_per_video(tmp_path):
-    model = MuseModel(TINY).eval()
-    # The cache logic does not depend on the head; an empty head (identity) keeps the test fast.
-    model.head.forward = lambda seq: seq
-    enc = VideoEncoder(model)
-    frames = torch.randn(2, 1, 3, 224, 224)
-    mask = torch.ones(2, 1)
-    want = model.encode_video(frames, mask)
-    got = enc.encode(frames, mask, keys=["v0", "v1"])
-    assert_close(got, want, 1e-6, 1e-6, "first pass")
-    assert enc.cache.misses == 2 and enc.cache.hits == 0
-    # A cached video is not recomputed: a new batch with one known and one new video computes one.
-    again = enc.encode(frames.flip(0), mask, keys=["v1", "v2"])
-    assert enc.cache.hits == 1 and enc.cache.misses == 3
-    assert_close(again[0], want[1], 0, 0, "cache hit")
-    assert_close(again[1], want[0], 1e-6, 1e-6, "new video")
-    with pytest.raises(ValueError, match="keys"):
-        enc.encode(frames, mask, keys=["only-one"])
-    p = tmp_path / "clip.mp4"
-    p.write_bytes(b"x")
-    assert video_key(p).startswith(str(p.resolve()))
+    from muse_tvr.bench import registry
+    from muse_tvr.commands import add_backend_arg
+    from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN
+    names = backends.names()
+    assert names[0] == "auto" and {"reference", "cpu-chunked", "cpp", "triton", "ort"} <= set(names)
+    p = argparse.ArgumentParser()
+    add_backend_arg(p)
+    assert tuple(next(a for a in p._actions if a.dest == "backend").choices) == names
+    assert registry.ENGINE_BACKENDS == names[1:]
+    # The torch op's CPU kernel is the C++ scan the "cpp" backend runs.
+    kw = scan_kwargs(1, 5, 8, 4, torch.float32)
+    got = BI_SELECTIVE_SCAN.torch_op()(*[kw[t.name] for t in BI_SELECTIVE_SCAN.inputs])
+    assert_close(got, backends.get("cpp").scan(**kw), 0, 0, "torch.ops.muse.bi_selective_scan on CPU")
 
 
 # ----- benchmarks/gpu_check.py: the parts that need no GPU ---------------------------------------------

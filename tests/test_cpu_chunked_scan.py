@@ -5,7 +5,7 @@ import torch
 from muse_tvr.engine.config import HeadConfig
 from muse_tvr.engine.mamba import MuseHead
 from muse_tvr.kernels.selective_scan import bidirectional_scan_ref, selective_scan_ref
-from muse_tvr.kernels.selective_scan.cpu_chunked import (bidirectional_scan_chunked, muse_head_forward_chunked,
+from muse_tvr.kernels.selective_scan.cpu_chunked import (bidirectional_scan_chunked,
                                                          selective_scan_chunked)
 
 from helpers import assert_close, upstream_refs
@@ -52,13 +52,6 @@ def test_bidirectional_matches_reference():
     args = (f[0], f[1], f[3], f[4], bw[0], bw[1], bw[3], bw[4], f[6], f[2], bw[2], f[5], bw[5], f[7], bw[7])
     assert_close(bidirectional_scan_chunked(*args, block=10), bidirectional_scan_ref(*args), 2e-5, 1e-5,
                  name="bidirectional")
-
-
-@torch.no_grad()
-def test_head_forward_matches_reference_head():
-    head = MuseHead(HeadConfig(d_model=32, depth=2)).eval()
-    seq = torch.randn(2, 45, 32)
-    assert_close(muse_head_forward_chunked(head, seq, block=16), head(seq), 2e-5, 1e-4, name="head")
 
 
 def test_softplus_threshold_and_extremes_match_reference():

@@ -157,7 +157,8 @@ def test_head_with_padded_frames_matches_float64():
 
 
 def test_sequence_length_and_orders():
-    from muse_tvr.engine.sequence import assemble_sequence, readout
+    from muse_tvr.engine.sequence import readout
+    from muse_tvr.kernels.pyramid import assemble_sequence
     cfg = MuseConfig()
     assert cfg.sequence_length() == 3060
     assert MuseConfig(vision=VisionConfig(patch_size=16)).sequence_length() == 12360
@@ -171,3 +172,46 @@ def test_sequence_length_and_orders():
     assert readout(fw, t, "frame_wise").flatten().tolist() == [100, 200]
     sw = assemble_sequence(cls, [lv0, lv1], "spatial_wise")
     assert sw.flatten().tolist() == [100, 200, 2, 3, 5.5]
+
+
+def _runnable_backends():
+    from muse_tvr.engine import backend as backends
+    out = []
+    for name in backends.names():
+        try:
+            backends.resolve(name, "cpu")
+        except ValueError:
+            continue  # e.g. ort without the op library built: tests/test_model.py covers its build
+        out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("name", _runnable_backends())
+def test_every_backend_matches_float64_from_an_official_checkpoint(name, tmp_path):
+    """The user's path on every backend: a reference-format checkpoint (its separate pyramid sidecar
+    merged into the file) -> load_model -> video embeddings and scores, against the float64 statement."""
+    import warnings
+
+    from muse_tvr.engine.weights import load_model
+    torch.manual_seed(3)
+    source = MuseModel(TINY).eval()
+    with torch.no_grad():
+        for p in source.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = model_to_reference_names(source)
+    path = tmp_path / "pytorch_model.bin.4"
+    torch.save(ckpt, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a complete checkpoint loads without the no-sidecar warning
+        model = load_model(path).eval().set_backend(name)
+    b, t = 2, 2
+    tokens = torch.randn(b, t, 50, TINY.embed_dim)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    got = model.encode_tokens(tokens, mask)
+    want = head_f64(tokens.double(), mask.double(), {k: v.double() for k, v in ckpt.items()}, TINY)
+    assert_close(got, want, 2e-5, 2e-5, f"{name}: video embedding")
+    ids = torch.zeros(3, TINY.max_words, dtype=torch.long)
+    ids[:, 0], ids[:, 1], ids[:, 2] = 49406, torch.tensor([320, 1929, 2368]), 49407
+    text = model.encode_text(ids)
+    scale = ckpt["clip.logit_scale"].double().exp()
+    assert_close(model.similarity(text, got), scale * text.double() @ want.t(), 2e-4, 2e-5, f"{name}: scores")

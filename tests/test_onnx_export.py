@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from muse_tvr.export.contracts import BI_SELECTIVE_SCAN, register_onnx_schemas
+from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN, register_onnx_schemas
 from muse_tvr.export.onnx_export import cast_model, example_inputs
 from muse_tvr.export.ort_runner import OrtModel
 from onnx_helpers import built_cpp, exported, tiny_model

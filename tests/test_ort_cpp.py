@@ -7,7 +7,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from muse_tvr.export.contracts import BI_SELECTIVE_SCAN as C
+from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN as C
 from muse_tvr.export.onnx_export import example_inputs
 from muse_tvr.kernels.selective_scan import bidirectional_scan_ref
 from onnx_helpers import built_cpp, exported, tiny_model

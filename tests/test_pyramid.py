@@ -9,14 +9,16 @@ from muse_tvr.engine.pyramid import FeaturePyramid
 
 @pytest.mark.parametrize("grid", [7, 14])
 def test_level_shapes_for_every_scale(grid):
+    from muse_tvr.kernels.pyramid import pyramid_level_ref, stage_params
     head = HeadConfig(d_model=32, scales=(0.25, 0.5, 1.0, 2.0, 4.0))
-    vision = VisionConfig(patch_size=224 // grid)
-    pyr = FeaturePyramid(head, vision).eval()
-    x = torch.randn(2, 3, grid * grid, 32)
-    with torch.no_grad():
-        levels = pyr(x)
+    pyr = FeaturePyramid(head, VisionConfig(patch_size=224 // grid)).eval()
+    fmap = torch.randn(2, 32, grid, grid)
     sides = [grid // 4, grid // 2, grid, grid * 2, grid * 4]
-    assert [tuple(lv.shape) for lv in levels] == [(2, 3, s * s, 32) for s in sides]
+    with torch.no_grad():
+        for i, (s, side) in enumerate(zip(head.scales, sides)):
+            assert pyramid_level_ref(fmap, stage_params(pyr, i, s), s).shape == (2, 32, side, side)
+        seq = pyr(torch.randn(2, 3, 1 + grid * grid, 32))
+    assert seq.shape == (2, 3 * (1 + sum(s * s for s in sides)), 32)
 
 
 def test_stage_layouts_match_reference_indices():
@@ -37,24 +39,27 @@ def test_half_scale_pools_with_floor_and_keeps_row_major_order():
     head = HeadConfig(d_model=8, scales=(0.5,))
     pyr = FeaturePyramid(head, VisionConfig())
     stage = pyr.mamba_stages[0]
-    x = torch.randn(1, 1, 49, 8)
+    x = torch.randn(1, 1, 50, 8)  # CLS, then the 7 x 7 patch grid
     with torch.no_grad():
-        got = pyr(x)[0]
-        fmap = x.reshape(1, 7, 7, 8).permute(0, 3, 1, 2)
+        got = pyr(x)[:, 1:]  # the sequence is [CLS, level tokens]
+        fmap = x[:, :, 1:].reshape(1, 7, 7, 8).permute(0, 3, 1, 2)
         pooled = F.max_pool2d(fmap[:, :, :6, :6], 2)  # the 7th row/column never matter
-        want = stage[1:](pooled).flatten(2).transpose(1, 2)
-    assert torch.equal(got[0], want)
+        def ln(y, m):  # LayerNorm over the channels of an NCHW map
+            return F.layer_norm(y.permute(0, 2, 3, 1), (8,), m.weight, m.bias).permute(0, 3, 1, 2)
+        y = F.gelu(ln(stage[1](pooled), stage[2]))
+        want = ln(stage[4](y), stage[5]).flatten(2).transpose(1, 2)
+    assert torch.equal(got, want)
     with torch.no_grad():
         x2 = x.clone()
-        x2[0, 0, 6::7] += 100.0  # last column of every row
-        x2[0, 0, 42:] += 100.0  # last row
-        assert torch.equal(pyr(x2)[0], got)
+        x2[0, 0, 1 + 6::7] += 100.0  # last column of every row
+        x2[0, 0, 1 + 42:] += 100.0  # last row
+        assert torch.equal(pyr(x2)[:, 1:], got)
 
 
 def test_wrong_token_shape_is_rejected():
     pyr = FeaturePyramid(HeadConfig(d_model=8), VisionConfig())
-    with pytest.raises(ValueError, match=r"\(B, T, 49, 8\)"):
-        pyr(torch.zeros(1, 1, 50, 8))
+    with pytest.raises(ValueError, match="square patch grid"):
+        pyr(torch.zeros(1, 1, 49, 8))  # the CLS token is missing
 
 
 def test_open_clip_state_dict_loads_through_load_clip(tmp_path):

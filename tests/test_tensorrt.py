@@ -16,7 +16,7 @@ import torch
 
 from muse_tvr.export import tensorrt_build as tb
 from muse_tvr.export import tensorrt_plugins as tp
-from muse_tvr.export.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE, PYRAMID_SEQUENCE
+from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE, PYRAMID_SEQUENCE
 
 from helpers import assert_close
 
@@ -47,7 +47,7 @@ def exported(tmp_path_factory):
 def _custom_nodes(path):
     import onnx
 
-    from muse_tvr.export.contracts import register_onnx_schemas
+    from muse_tvr.kernels.contracts import register_onnx_schemas
 
     register_onnx_schemas()
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
@@ -156,8 +156,6 @@ def test_io_type_check():
 
 # ============================================================================================ shapes
 def test_shape_functions():
-    from muse_tvr.export.graph import pyramid_sequence_reference
-
     assert tp.scan_output_dims((2, 9, 32)) == (2, 9, 32)
     with pytest.raises(ValueError, match="rank 3"):
         tp.scan_output_dims((2, 9))
@@ -167,14 +165,14 @@ def test_shape_functions():
     # against the op's own reference on real tensors (ViT-B/32 grid 7, scales 0.5/1/2)
     from muse_tvr.engine.config import get_config
     from muse_tvr.engine.model import MuseModel
-    from muse_tvr.export.graph import pyramid_weights
+    from muse_tvr.kernels.pyramid import pyramid_sequence_ref
 
     model = MuseModel(get_config("tiny")).eval()
     cfg = model.config
     g, c = cfg.vision.grid, cfg.embed_dim
     tokens = torch.randn(2, 3, 1 + g * g, c)
     with torch.no_grad():
-        seq = pyramid_sequence_reference(tokens, pyramid_weights(model.pyramid), cfg.head.scales, g)
+        seq = pyramid_sequence_ref(tokens, model.pyramid, cfg.head.scales)
     assert tuple(seq.shape) == tp.pyramid_output_dims(tuple(tokens.shape), cfg.head.scales, g)
     assert seq.shape[1] == cfg.sequence_length(3)
 

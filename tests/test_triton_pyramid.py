@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from helpers import assert_close
 from muse_tvr.engine.config import TINY, HeadConfig, VisionConfig
 from muse_tvr.engine.pyramid import FeaturePyramid
-from muse_tvr.engine.sequence import assemble_sequence
 from muse_tvr.kernels.pyramid import pyramid_sequence_ref
 from muse_tvr.kernels.pyramid import triton_pyramid as tp
 
@@ -39,8 +38,10 @@ def tokens_for(b: int, t: int, grid: int, c: int) -> torch.Tensor:
 
 
 def engine_sequence(tokens: torch.Tensor, pyr: FeaturePyramid, order: str = "scale_wise") -> torch.Tensor:
+    """The module's forward with the reference backend (its own order replaced by `order`)."""
+    pyr.order = order
     with torch.no_grad():
-        return assemble_sequence(tokens[:, :, 0], pyr(tokens[:, :, 1:]), order)
+        return pyr(tokens)
 
 
 # ----- the reference itself ---------------------------------------------------------------------------
@@ -191,35 +192,25 @@ def test_bad_inputs_raise_value_error():
         tp.pack_pyramid(pyr, pyr.scales, torch.float64, "cpu")
 
 
-# ----- engine hook and benchmark ----------------------------------------------------------------------
-def test_build_sequence_triton_matches_model_and_caches_weights():
-    from muse_tvr.engine.model import MuseModel
+# ----- the engine's op: packed weights derived once per module ------------------------------------------
+def test_triton_op_on_a_module_packs_once_and_refreshes():
+    from muse_tvr.kernels.pyramid import pyramid_sequence_triton
 
-    model = MuseModel(TINY).eval()
-    with torch.no_grad():
-        for p in model.pyramid.parameters():
-            if p.dim() == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    tok = torch.randn(1, 2, 50, TINY.embed_dim)
-    with torch.no_grad():
-        expected = model.build_sequence(tok)
-    out = tp.build_sequence_triton(model, tok)
-    assert_close(out, expected, atol=1e-4, rtol=1e-4, name="build_sequence_triton")
-    pack = model._triton_pyramid_pack[1]
-    tp.build_sequence_triton(model, tok)
-    assert model._triton_pyramid_pack[1] is pack  # reused
-    with torch.no_grad():
-        model.pyramid.mamba_stages[1][0].bias.add_(1.0)  # in-place change invalidates the cache
-        expected = model.build_sequence(tok)
-    out = tp.build_sequence_triton(model, tok)
-    assert model._triton_pyramid_pack[1] is not pack
-    assert_close(out, expected, atol=1e-4, rtol=1e-4, name="after weight change")
-
-
-def test_benchmark_pyramid_runs_and_checks():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the benchmark shape must take the fused path only
-        r = tp.benchmark_pyramid("cpu", batch=1, frames=1, grid=3, channels=16, dtype=torch.float32,
-                                 warmup=0, iters=1)
-    assert {"fused_ms", "eager_ms", "speedup", "max_abs_err"} <= set(r)
-    assert r["max_abs_err"] < 1e-4 and r["eager_max_abs_err"] < 1e-4
+    pyr = make_pyramid(16, 7)
+    tok = tokens_for(1, 2, 7, 16)
+    calls = []
+    real = tp.pack_pyramid
+    try:
+        tp.pack_pyramid = lambda *a, **k: calls.append(1) or real(*a, **k)
+        out = pyramid_sequence_triton(tok, pyr, pyr.scales, "scale_wise", pyr.eps)
+        want = pyramid_sequence_ref(tok, pyr, pyr.scales)
+        pyramid_sequence_triton(tok, pyr, pyr.scales, "scale_wise", pyr.eps)
+        assert len(calls) == 1  # reused
+        with torch.no_grad():
+            pyr.mamba_stages[1][0].bias.add_(1.0)  # in place: the cache must notice
+        again = pyramid_sequence_triton(tok, pyr, pyr.scales, "scale_wise", pyr.eps)
+        assert len(calls) == 2
+    finally:
+        tp.pack_pyramid = real
+    assert_close(out, want, 1e-4, 1e-4, "fused")
+    assert_close(again, pyramid_sequence_ref(tok, pyr, pyr.scales), 1e-4, 1e-4, "after weight change")

@@ -1,6 +1,117 @@
-"""Subcommands of the `muse-tvr` CLI, one module each.
+"""Subcommands of the `muse-tvr` CLI, one module each, and the options and model set-up they share.
 
-Each module defines `register(subparsers)`, which adds its parser and sets `func=run` on it. Modules
-here import only the standard library at top level so that `muse-tvr --help` stays fast; the work
-imports torch and the engine inside `run`.
+Each module defines `register(subparsers)`, which adds its parser and sets `func=run` on it; the work
+imports the engine inside `run`. Random weights are seeded so that reruns build the same model and the
+same fingerprint.
 """
+from __future__ import annotations
+
+import argparse
+import sys
+
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # the range torch.manual_seed accepts
+
+
+def parse_seed(text: str) -> int:
+    """argparse type for --seed: an integer torch.manual_seed accepts (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give an integer") from None
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed {text} is out of range: give an integer from {SEED_MIN} "
+                                         f"to {SEED_MAX}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give an integer >= 0")
+    return value
+
+
+def positive(text: str) -> int:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("invalid count 0: give an integer >= 1")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32") -> None:
+    p.add_argument("--model", default=None, help="muse-tvr model directory, reference MUSE checkpoint or "
+                   "CLIP file (default: RANDOM weights of --backbone)")
+    p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
+    p.add_argument("--backbone", default=default_backbone,
+                   help="preset for a random model: ViT-B/32, ViT-B/16, ViT-L/14, tiny")
+    p.add_argument("--seed", type=parse_seed, default=0,
+                   help="seed for random weights, so that reruns build the same model (default 0)")
+    p.add_argument("--threads", type=non_negative, default=0, help="torch CPU threads (0: torch's default)")
+    add_backend_arg(p)
+
+
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    from ..engine.backend import names
+    p.add_argument("--backend", default="auto", choices=names(),
+                   help="auto (default) = the fastest that runs here: triton on CUDA, cpp (the C++ scan, "
+                        "built on first use) on CPU; reference = plain PyTorch; cpu-chunked = the blocked "
+                        "PyTorch scan; ort = ONNX Runtime + the C++ op library (`make -C cpp`, one export)")
+
+
+def model_spec(args: argparse.Namespace) -> dict:
+    """How to rebuild the model; stored in the gallery so that `search` finds the same text encoder."""
+    import os
+    if args.model:
+        return {"model": os.path.abspath(args.model),
+                "sidecar": os.path.abspath(args.sidecar) if args.sidecar else None}
+    return {"backbone": args.backbone or "ViT-B/32", "seed": args.seed}
+
+
+def build_model(spec: dict, threads: int = 0, backend: str = "auto"):
+    """(model in eval mode, model_info dict with fingerprint) from a `model_spec`."""
+    import time
+
+    import torch
+
+    from ..engine.config import get_config
+    from ..engine.gallery import model_fingerprint
+    from ..engine.weights import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    if spec.get("model"):
+        model = load_model(spec["model"], spec.get("sidecar"))
+    else:
+        # Random weights come from the global generator: seed it so that the same command rebuilds the
+        # same model (and a gallery made with it can be resumed and searched).
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(spec.get("seed", 0)))
+        try:
+            model = load_model(None, None, get_config(spec.get("backbone", "ViT-B/32")))
+        finally:
+            torch.random.set_rng_state(state)
+    model.eval().set_backend(backend)
+    t0 = time.perf_counter()
+    fp = model_fingerprint(model)
+    info = {"fingerprint": fp, "name": model.config.name, "weight_sources": dict(model.weight_sources),
+            "spec": spec, "fingerprint_seconds": round(time.perf_counter() - t0, 3)}
+    return model, info
+
+
+def random_weights_banner(info: dict, stream=None) -> None:
+    """Say loudly when any part of the model is random: its scores mean nothing."""
+    stream = stream or sys.stderr  # looked up per call: tests and callers may swap sys.stderr
+    random_parts = [k for k, v in info["weight_sources"].items() if v == "random"]
+    if not random_parts:
+        return
+    bar = "=" * 78
+    print(bar, file=stream)
+    print(f"WARNING: RANDOM WEIGHTS ({', '.join(random_parts)}) in model {info['name']}"
+          f" (seed {info['spec'].get('seed', '-')}).", file=stream)
+    print("Embeddings, rankings and metrics from it exercise the pipeline; they are NOT meaningful.",
+          file=stream)
+    print("Pass --model with a muse-tvr model directory or a checkpoint for real results.", file=stream)
+    print(bar, file=stream)

@@ -1,12 +1,11 @@
 """`muse-tvr bench`: latency of the MUSE head vs the Transformer baselines (and the kernels) on this machine.
 
-The harness lives in the source tree's `benchmarks/` package (registry, run, visualize); this command
-puts the repository root on the import path, so it works from a clone with an editable install.
+The harness is `muse_tvr.bench` (the checkout's benchmarks/ folder, shipped in the wheel under that name).
+Results go to ./muse-tvr-bench unless --out says otherwise; the committed results are never the default.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -18,9 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "table and a PNG plot.")
     p.add_argument("--full", action="store_true", help="the whole sweep (tens of minutes on CPU)")
     p.add_argument("--learner", action="store_true", help="only tokens -> embedding at ViT-B/32, 12 frames, "
-                   "for every CPU route (reference, cpu-chunked, ONNX Runtime + op library, Transformers)")
+                   "for every backend that runs here and the Transformer baselines")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when visible)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results)")
+    p.add_argument("--out", type=Path, default=Path("muse-tvr-bench"), help="output folder (default ./muse-tvr-bench)")
     p.add_argument("--stem", default=None, help="output file name without extension")
     p.add_argument("--cuda-graph", action="store_true", help="replay timed calls from CUDA graphs")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -30,23 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _import_harness():
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "benchmarks" / "run.py").is_file():
-        raise FileNotFoundError(f"muse-tvr bench needs the source tree: benchmarks/run.py not found under {root} "
-                                "(install the package editable from a clone: pip install -e .)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks import run as harness
-    return harness
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    harness = _import_harness()
+    from ..bench import run as harness
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ns = argparse.Namespace(mode="full" if args.full else ("learner" if args.learner else "quick"), device=device,
-                            out=args.out or harness.RESULTS_DIR, stem=args.stem, cuda_graph=args.cuda_graph,
+                            out=args.out, stem=args.stem, cuda_graph=args.cuda_graph,
                             threads=args.threads, no_plot=args.no_plot, sdpa=args.sdpa)
     return harness.run_cli(ns)

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model directory, reference checkpoint or CLIP file")
     p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     p.add_argument("--backbone", default="tiny", help="preset when no --model is given (default tiny)")
-    from ..cli import parse_seed
+    from . import parse_seed
     p.add_argument("--seed", type=parse_seed, default=0,
                    help="seed for random weights; the same as the export's (default 0)")
     p.add_argument("--dir", required=True, help="directory of an export of THIS model; exported there first "
@@ -113,7 +113,7 @@ def check_fingerprints(files, fingerprint: str, directory) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .encode import build_model, model_spec
+    from . import build_model, model_spec
     from .export import require_export_extra
 
     require_export_extra("compare")

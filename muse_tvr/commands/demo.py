@@ -11,12 +11,8 @@ CAPTIONS = ["a red square slides from left to right",
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="encode synthetic clips and captions, print ranking and latency")
-    p.add_argument("--model", default=None, help="model directory or checkpoint (default: random weights)")
-    p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
-    p.add_argument("--backbone", default="ViT-B/32", help="preset for a random model")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    from .encode import add_backend_arg
-    add_backend_arg(p)
+    from . import add_model_args
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -42,29 +38,19 @@ def synthetic_clip(kind: int, frames: int, size: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     import time
 
     import torch
 
-    from ..engine.backend import resolve_backend, run_head
-    from ..engine.config import get_config
     from ..engine.preprocess import normalize, pad_frames
     from ..engine.sequence import pool_frames, readout
     from ..engine.tokenizer import ClipTokenizer
-    from ..engine.weights import load_model
+    from . import build_model, model_spec, random_weights_banner
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.model, args.sidecar, None if args.model else get_config(args.backbone)).eval()
-    model.set_backend(args.backend)
+    model, info = build_model(model_spec(args), args.threads, args.backend)
+    random_weights_banner(info, sys.stdout)
     cfg = model.config
-    if "random" in model.weight_sources.values():
-        print("=" * 78)
-        print("WARNING: RANDOM WEIGHTS for " + ", ".join(k for k, v in model.weight_sources.items()
-                                                        if v == "random"))
-        print("The ranking below exercises the pipeline; it is NOT a meaningful retrieval result.")
-        print("Pass --model with a muse-tvr model directory or a checkpoint for real scores.")
-        print("=" * 78)
     size, t_max = cfg.vision.image_size, cfg.max_frames
     lengths = [t_max, t_max, max(1, t_max * 2 // 3)]  # the last clip is short: exercises padding
     clips, masks = [], []
@@ -73,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
         clips.append(f)
         masks.append(m)
     frames, mask = torch.stack(clips), torch.stack(masks)
+    backend = model.resolved_backend(frames.device)  # builds the C++ scan here on its first use
     print(f"model {cfg.name}: {len(clips)} clips x {t_max} frames (real frames {lengths}), "
           f"sequence length {cfg.sequence_length()}, torch threads {torch.get_num_threads()}, "
-          f"head backend {resolve_backend(model.backend, frames.device)}")
+          f"head backend {backend.name}")
 
     timings = {}
 
@@ -88,15 +75,14 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         model.check_frames(frames, mask)
         tokens = timed("CLIP visual", model.encode_frames, frames)
-        if resolve_backend(model.backend, frames.device) == "ort":
-            # ONNX Runtime runs pyramid, blocks and pooling as one graph; the first call exports it.
-            video = timed("learner (ORT, 1st call)", model.encode_tokens, tokens, mask)
-            video = timed("learner (ORT)", model.encode_tokens, tokens, mask)
-        else:
-            seq = timed("pyramid + sequence", model.build_sequence, tokens)
-            out = timed("Mamba head", run_head, model.head, seq, model.backend)
-            video = timed("readout + pooling",
-                          lambda s: pool_frames(readout(s, t_max, cfg.head.order), mask), out)
+        if backend.learner is not None:
+            # A whole-learner route (ONNX Runtime): the first call exports and opens the graph.
+            video = timed(f"learner ({backend.name}, 1st call)", model.encode_tokens, tokens, mask)
+            video = timed(f"learner ({backend.name})", model.encode_tokens, tokens, mask)
+        else:  # the stages of MuseModel.encode_tokens, timed one by one
+            seq = timed("pyramid + sequence", model.pyramid, tokens.to(model.head_dtype), backend)
+            out = timed("Mamba head", model.head, seq, backend)
+            video = timed("readout + pooling", lambda s: pool_frames(readout(s, t_max, cfg.head.order), mask), out)
         tok = ClipTokenizer()
         ids = timed("tokenize", tok, CAPTIONS, cfg.max_words)
         text = timed("CLIP text", model.encode_text, ids)

@@ -1,106 +1,12 @@
-"""`muse-tvr encode VIDEOS_OR_DIRS --out GALLERY`: encode videos into a resumable gallery.
-
-Also home of what `search` and `evaluate` share: the model options, building the model (random weights
-seeded so that reruns get the same model and the same fingerprint), and `encode_into_gallery`.
-"""
+"""`muse-tvr encode VIDEOS_OR_DIRS --out GALLERY`: encode videos into a resumable gallery
+(`encode_into_gallery`, which `evaluate` also uses)."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give an integer >= 0")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("invalid count 0: give an integer >= 1")
-    return value
-
-
-def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32") -> None:
-    p.add_argument("--model", default=None, help="muse-tvr model directory, reference MUSE checkpoint or "
-                   "CLIP file (default: RANDOM weights of --backbone)")
-    p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
-    p.add_argument("--backbone", default=default_backbone,
-                   help="preset for a random model: ViT-B/32, ViT-B/16, ViT-L/14, tiny")
-    from ..cli import parse_seed
-    p.add_argument("--seed", type=parse_seed, default=0,
-                   help="seed for random weights, so that reruns build the same model (default 0)")
-    p.add_argument("--threads", type=_non_negative, default=0, help="torch CPU threads (0: torch's default)")
-    add_backend_arg(p)
-
-
-def add_backend_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="auto", choices=("auto", "reference", "triton", "cpu-chunked", "ort"),
-                   help="MUSE head backend: auto = triton on CUDA, reference on CPU; cpu-chunked = the "
-                        "blocked PyTorch scan, about 2x the reference on CPU; ort = ONNX Runtime + the C++ "
-                        "op library (build it with `make -C cpp`), about 4.5x on CPU after a one-time export")
-
-
-def model_spec(args: argparse.Namespace) -> dict:
-    """How to rebuild the model; stored in the gallery so that `search` finds the same text encoder."""
-    import os
-    if args.model:
-        return {"model": os.path.abspath(args.model),
-                "sidecar": os.path.abspath(args.sidecar) if args.sidecar else None}
-    return {"backbone": args.backbone or "ViT-B/32", "seed": args.seed}
-
-
-def build_model(spec: dict, threads: int = 0, backend: str = "auto"):
-    """(model in eval mode, model_info dict with fingerprint) from a `model_spec`."""
-    import time
-
-    import torch
-
-    from ..engine.config import get_config
-    from ..engine.gallery import model_fingerprint
-    from ..engine.weights import load_model
-
-    if threads:
-        torch.set_num_threads(threads)
-    if spec.get("model"):
-        model = load_model(spec["model"], spec.get("sidecar"))
-    else:
-        # Random weights come from the global generator: seed it so that the same command rebuilds the
-        # same model (and a gallery made with it can be resumed and searched).
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(spec.get("seed", 0)))
-        try:
-            model = load_model(None, None, get_config(spec.get("backbone", "ViT-B/32")))
-        finally:
-            torch.random.set_rng_state(state)
-    model.eval().set_backend(backend)
-    t0 = time.perf_counter()
-    fp = model_fingerprint(model)
-    info = {"fingerprint": fp, "name": model.config.name, "weight_sources": dict(model.weight_sources),
-            "spec": spec, "fingerprint_seconds": round(time.perf_counter() - t0, 3)}
-    return model, info
-
-
-def random_weights_banner(info: dict, stream=None) -> None:
-    """Say loudly when any part of the model is random: its scores mean nothing."""
-    stream = stream or sys.stderr  # looked up per call: tests and callers may swap sys.stderr
-    random_parts = [k for k, v in info["weight_sources"].items() if v == "random"]
-    if not random_parts:
-        return
-    bar = "=" * 78
-    print(bar, file=stream)
-    print(f"WARNING: RANDOM WEIGHTS ({', '.join(random_parts)}) in model {info['name']}"
-          f" (seed {info['spec'].get('seed', '-')}).", file=stream)
-    print("Embeddings, rankings and metrics from it exercise the pipeline; they are NOT meaningful.",
-          file=stream)
-    print("Pass --model with a muse-tvr model directory or a checkpoint for real results.", file=stream)
-    print(bar, file=stream)
+from . import add_model_args, build_model, model_spec, non_negative, positive, random_weights_banner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="video files, folders of videos, or folders of frame images")
     p.add_argument("--out", required=True, help="gallery folder (created if missing)")
     add_model_args(p)
-    p.add_argument("--batch-size", type=_positive, default=8, help="videos per model call and per saved shard")
-    p.add_argument("--workers", type=_non_negative, default=2, help="decoding threads (default 2)")
+    p.add_argument("--batch-size", type=positive, default=8, help="videos per model call and per saved shard")
+    p.add_argument("--workers", type=non_negative, default=2, help="decoding threads (default 2)")
     p.add_argument("--strict", action="store_true", help="refuse truncated videos (decoded short of their declared length) and exit with "
                         "status 1 if any file was skipped")
     p.set_defaults(func=run)

@@ -12,7 +12,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .encode import add_model_args
+    from . import add_model_args
 
     p = sub.add_parser("evaluate", help="text-video retrieval metrics on an MSR-VTT style caption list")
     p.add_argument("--videos", required=True, help="folder holding <video_id>.mp4/.webm/... files")
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..engine.retrieval import format_metrics, read_caption_csv
-    from .encode import build_model, model_spec, random_weights_banner
+    from . import build_model, model_spec, random_weights_banner
 
     pairs = read_caption_csv(args.captions)
     check_video_ids(pairs, args.captions)

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: a randomly initialised model of --backbone)")
     o.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     o.add_argument("--backbone", default="ViT-B/32", help="preset when no --model is given (e.g. tiny)")
-    from ..cli import parse_seed
+    from . import parse_seed
     o.add_argument("--seed", type=parse_seed, default=0,
                    help="seed for random weights, so that `compare` rebuilds the same model (default 0)")
     o.add_argument("--out", required=True, help="output directory")
@@ -46,7 +46,7 @@ def require_export_extra(command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from .encode import build_model, model_spec
+    from . import build_model, model_spec
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} is a file: give a directory for the exported files")

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recreate the (unsaved) pyramid weights of a reference-trained MUSE checkpoint",
         description="Replay the reference constructor's CPU-generator draws from the seed up to the "
                     "pyramid and write the pyramid's initial weights as a safetensors sidecar.")
-    from ..cli import parse_seed
+    from . import parse_seed
     p.add_argument("--seed", type=parse_seed, default=42, help="the training run's --seed (reference default: 42)")
     p.add_argument("--backbone", choices=BACKBONES, default="ViT-B/32",
                    help="the run's --pretrained_clip_name (default: ViT-B/32)")

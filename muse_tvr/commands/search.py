@@ -6,7 +6,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .encode import add_model_args
+    from . import add_model_args
 
     p = sub.add_parser("search", help="rank the videos of a gallery for one or more text queries",
                        description="Exact top-k cosine search in bounded memory (the gallery is read in "
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..engine.gallery import Gallery, GalleryError
-    from .encode import build_model, model_spec, random_weights_banner
+    from . import build_model, model_spec, random_weights_banner
 
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")

@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SEQUENCE_ORDERS = ("scale_wise", "frame_wise", "spatial_wise")
-SUPPORTED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+from ..kernels.pyramid import LAYER_NORM_EPS, SEQUENCE_ORDERS, scale_grid, sequence_length
+from ..kernels.pyramid.reference import STAGE_LAYOUT
+
+SUPPORTED_SCALES = tuple(sorted(STAGE_LAYOUT))
 
 # CLIP's image normalisation (docs/model.md section 1).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -61,7 +63,7 @@ class HeadConfig:
     dt_rank: int = 0  # 0 means ceil(d_model / 16), as in mamba-ssm
     scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     order: str = "scale_wise"
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = LAYER_NORM_EPS
 
     def __post_init__(self) -> None:
         if self.order not in SEQUENCE_ORDERS:
@@ -79,21 +81,6 @@ class HeadConfig:
     @property
     def rank(self) -> int:
         return self.dt_rank or math.ceil(self.d_model / 16)
-
-
-def scale_grid(grid: int, scale: float) -> int:
-    """Side of one pyramid level's map for an input map of side `grid` (floor for pooling)."""
-    if scale == 0.25:
-        return grid // 4
-    if scale == 0.5:
-        return grid // 2
-    if scale == 1.0:
-        return grid
-    if scale == 2.0:
-        return grid * 2
-    if scale == 4.0:
-        return grid * 4
-    raise ValueError(f"unsupported pyramid scale {scale}")
 
 
 @dataclass(frozen=True)
@@ -124,10 +111,7 @@ class MuseConfig:
     def sequence_length(self, frames: int | None = None) -> int:
         """Length of the sequence the Mamba blocks see for `frames` frames (default max_frames)."""
         t = self.max_frames if frames is None else frames
-        per_frame = sum(self.level_tokens())
-        if self.head.order == "spatial_wise":
-            return t + per_frame
-        return t * (1 + per_frame)
+        return sequence_length(t, self.vision.grid, self.head.scales, self.head.order)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

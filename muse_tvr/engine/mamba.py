@@ -1,11 +1,8 @@
-"""Bidirectional ("Vim v2") Mamba mixer, the MUSE block and the Mamba head (muse-model.md section 5).
+"""The bidirectional ("Vim v2") Mamba mixer, the MUSE block and the Mamba head: docs/model.md section 5.
 
-Parameter names equal the reference checkpoint's (`MS_mamba.{i}.mamba.in_proj.weight`, ...). The math runs
-on the plain references in `muse_tvr.kernels`; a faster backend can replace `BiMamba.inner` without
-changing parameters.
-
-Both directions are written out explicitly: Vim's slow path silently runs one direction only, so we never
-rely on a `bimamba` flag.
+Parameter names equal the reference checkpoint's (`MS_mamba.{i}.mamba.in_proj.weight`, ...). This is the
+one definition of the block's math; a backend (backend.py) supplies the conv, scan and pyramid kernels.
+Both directions are written out explicitly, each with its own parameters.
 """
 from __future__ import annotations
 
@@ -15,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.causal_conv import causal_conv1d_ref
-from ..kernels.selective_scan import bidirectional_scan_ref
+from ..kernels.params import derived
+from .backend import REFERENCE, Backend
 from .config import HeadConfig
 
 
 class BiMamba(nn.Module):
-    """forward(h): h (B, L, d_model) float -> (B, L, d_model), same dtype (scan state is float32)."""
+    """The mixer's parameters (checkpoint keys `mamba.*`): in_proj, then per direction a depthwise conv,
+    x_proj, dt_proj, A_log and D, then out_proj. `MuseBlock.forward` computes with them."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
@@ -55,59 +53,64 @@ class BiMamba(nn.Module):
             dt = dt.clamp(min=1e-4)
             dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
 
-    def direction_params(self, backward: bool):
-        """(conv weight (D, W), conv bias, x_proj weight, dt_proj weight, dt bias, A = -exp(A_log), D)."""
-        if backward:
-            conv, xp, dtp, A_log, D = self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
-        else:
-            conv, xp, dtp, A_log, D = self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D
-        return (conv.weight.squeeze(1), conv.bias, xp.weight, dtp.weight, dtp.bias,
-                -torch.exp(A_log.float()), D)
-
-    def _branch_inputs(self, x: torch.Tensor, backward: bool):
-        conv_w, conv_b, xp_w, dt_w, dt_b, A, D = self.direction_params(backward)
-        u = causal_conv1d_ref(x, conv_w, conv_b, activation="silu", reverse=backward)
-        xd = F.linear(u, xp_w)
-        dt_in, Bm, Cm = torch.split(xd, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt_in, dt_w)  # dt bias is added inside the scan, before softplus
-        return u, delta, Bm, Cm, A, D, dt_b
-
-    def inner(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Conv, projections and both scans; returns silu(z) * (y_f + y_b), (B, L, d_inner)."""
-        u_f, dl_f, B_f, C_f, A_f, D_f, b_f = self._branch_inputs(x, backward=False)
-        u_b, dl_b, B_b, C_b, A_b, D_b, b_b = self._branch_inputs(x, backward=True)
-        return bidirectional_scan_ref(u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z,
-                                      A_f, A_b, D_f, D_b, b_f, b_b)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(h).chunk(2, dim=-1)
-        return self.out_proj(self.inner(x, z))
 
 
 class MuseBlock(nn.Module):
-    """Pre-norm residual block: x + temporal_fc(mamba(layer_norm1(x))). (B, L, d) -> (B, L, d)."""
+    """Pre-norm residual block: x + temporal_fc(out_proj(mixer(layer_norm1(x)))).
+
+    forward(x (B, L, d) float, backend) -> (B, L, d) in x's dtype; the scan state is float32.
+    out_proj (no bias) and temporal_fc meet with only an identity dropout between them at inference, so
+    they run as one matrix W_fc @ W_out (`derived_weights`: folded in float32 or wider, stored in the
+    head dtype).
+    """
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.mamba = BiMamba(cfg)
         # The reference initialises temporal_fc to zero (each block starts as the identity). A trained
-        # checkpoint overwrites it; for randomly initialised demo/benchmark models we keep PyTorch's
-        # default so the head does real work and its timing and tests mean something.
+        # checkpoint overwrites it; random demo/benchmark models keep PyTorch's default so that the head
+        # does real work and its timings and tests mean something.
         self.temporal_fc = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.temporal_fc(self.mamba(self.layer_norm1(x)))
+    def derived_weights(self) -> dict[str, torch.Tensor]:
+        """Kernel-ready tensors computed from the parameters (cached until a parameter changes)."""
+        def build() -> dict[str, torch.Tensor]:
+            m = self.mamba
+            dtype = m.out_proj.weight.dtype
+            acc = torch.promote_types(dtype, torch.float32)
+            w = {"w_out": (self.temporal_fc.weight.to(acc) @ m.out_proj.weight.to(acc)).to(dtype)}
+            for tag, conv, A_log, D, dtp in (("f", m.conv1d, m.A_log, m.D, m.dt_proj),
+                                             ("b", m.conv1d_b, m.A_b_log, m.D_b, m.dt_proj_b)):
+                w[f"conv_{tag}"] = conv.weight[:, 0].contiguous()
+                w[f"A_{tag}"] = -torch.exp(A_log.float())
+                w[f"D_{tag}"] = D.float()
+                w[f"delta_bias_{tag}"] = dtp.bias.float()
+            return w
+        return derived(self, "block", build)
+
+    def forward(self, x: torch.Tensor, backend: Backend = REFERENCE) -> torch.Tensor:
+        m, w = self.mamba, self.derived_weights()
+        r, n = m.dt_rank, m.d_state
+        xi, z = F.linear(self.layer_norm1(x), m.in_proj.weight).chunk(2, dim=-1)  # views: kernels read in place
+        u_f, u_b = backend.conv(xi, w["conv_f"], m.conv1d.bias, w["conv_b"], m.conv1d_b.bias)
+        xd_f, xd_b = F.linear(u_f, m.x_proj.weight), F.linear(u_b, m.x_proj_b.weight)
+        y = backend.scan(
+            u_f=u_f, delta_f=F.linear(xd_f[..., :r], m.dt_proj.weight), B_f=xd_f[..., r:r + n], C_f=xd_f[..., r + n:],
+            u_b=u_b, delta_b=F.linear(xd_b[..., :r], m.dt_proj_b.weight), B_b=xd_b[..., r:r + n], C_b=xd_b[..., r + n:],
+            z=z, A_f=w["A_f"], A_b=w["A_b"], D_f=w["D_f"], D_b=w["D_b"],
+            delta_bias_f=w["delta_bias_f"], delta_bias_b=w["delta_bias_b"])  # dt bias + softplus inside
+        return x + F.linear(y, w["w_out"], self.temporal_fc.bias)
 
 
 class MuseHead(nn.Module):
-    """The stack of MUSE blocks, no final norm. forward(seq (B, L, d)) -> (B, L, d)."""
+    """The stack of MUSE blocks, no final norm. forward(seq (B, L, d), backend) -> (B, L, d)."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         self.MS_mamba = nn.ModuleList(MuseBlock(cfg) for _ in range(cfg.depth))
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, seq: torch.Tensor, backend: Backend = REFERENCE) -> torch.Tensor:
         for block in self.MS_mamba:
-            seq = block(seq)
+            seq = block(seq, backend)
         return seq

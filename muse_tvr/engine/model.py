@@ -11,14 +11,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import backend as backends
 from .clip import Clip
 from .config import MuseConfig
 from .mamba import MuseHead
 from .pyramid import FeaturePyramid
-from .sequence import assemble_sequence, check_mask, check_tokens, pool_frames, readout
+from .sequence import check_mask, check_tokens, pool_frames, readout
 
 # How reference checkpoint names map onto this module's attributes (and back).
 REFERENCE_PREFIXES = {"clip.": "clip.", "MS_mamba.": "head.MS_mamba.", "mamba_stages.": "pyramid.mamba_stages."}
+
+
+def learn(pyramid: nn.Module, head, tokens: torch.Tensor, mask: torch.Tensor,
+          backend: backends.Backend = backends.REFERENCE) -> torch.Tensor:
+    """The learner, tokens -> embedding, for any head with `forward(seq, backend)` (the Mamba head, or the
+    Transformer baseline's): tokens (B, T, 1+g*g, C) in the pyramid's dtype, mask (B, T) of 0/1
+    -> (B, C) float32, unit norm. The one place that chains pyramid, head, readout and pooling."""
+    seq = head(pyramid(tokens, backend), backend)
+    return pool_frames(readout(seq, tokens.shape[1], pyramid.order), mask)
 
 
 class MuseModel(nn.Module):
@@ -30,16 +40,19 @@ class MuseModel(nn.Module):
         self.head = MuseHead(config.head)
         # Set by the weight loaders: which parts hold trained values ("random" until loaded).
         self.weight_sources: dict[str, str] = {"clip": "random", "pyramid": "random", "head": "random"}
-        # Which head backend encode_tokens uses: "auto" = triton on CUDA, reference otherwise (backend.py).
+        # The backend encode_tokens runs (backend.py); "auto" picks the fastest one for the device.
         self.backend = "auto"
 
     def set_backend(self, name: str) -> "MuseModel":
-        """Choose the head backend: "auto", "reference", "triton", "cpu-chunked" or "ort" (backend.py)."""
-        from .backend import BACKENDS
-        if name not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+        """Choose the backend by name, one of `muse_tvr.engine.backend.names()`."""
+        if name not in backends.names():
+            raise ValueError(f"backend must be one of {backends.names()}, got {name!r}")
         self.backend = name
         return self
+
+    def resolved_backend(self, device: torch.device | str | None = None) -> backends.Backend:
+        """The backend that runs on `device` (default: where the head's parameters are)."""
+        return backends.resolve(self.backend, device or self.head.MS_mamba[0].layer_norm1.weight.device)
 
     # ----- precision -------------------------------------------------------------------------
     def set_precision(self, clip_dtype: torch.dtype = torch.float32,
@@ -84,22 +97,15 @@ class MuseModel(nn.Module):
         tokens = self.clip.encode_image(frames.reshape(b * t, *frames.shape[2:]))
         return tokens.reshape(b, t, *tokens.shape[1:]).float()
 
-    def build_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
-        """CLIP tokens (B, T, 1+g*g, C) -> the head's input sequence (B, L, C) in the head dtype."""
-        tokens = tokens.to(self.head_dtype)
-        levels = self.pyramid(tokens[:, :, 1:])
-        return assemble_sequence(tokens[:, :, 0], levels, self.config.head.order)
-
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The MUSE head alone: CLIP tokens (B, T, 1+g*g, C) float + mask (B, T) -> (B, C) float32."""
+        """The learner alone: CLIP tokens (B, T, 1+g*g, C) float + mask (B, T) -> (B, C) float32."""
         check_tokens(tokens, self.config.vision.grid, self.config.embed_dim)
         mask = check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
-        from .backend import build_sequence, ort_encode_tokens, resolve_backend, run_head
-        if resolve_backend(self.backend, tokens.device) == "ort":
-            return ort_encode_tokens(self, tokens, mask)
-        seq = run_head(self.head, build_sequence(self, tokens, self.backend), self.backend)
-        return pool_frames(readout(seq, tokens.shape[1], self.config.head.order), mask)
+        backend = self.resolved_backend(tokens.device)
+        if backend.learner is not None:
+            return backend.learner(self, tokens, mask)
+        return learn(self.pyramid, self.head, tokens.to(self.head_dtype), mask, backend)
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,27 +1,9 @@
-"""Sequence assembly and readout (docs/model.md sections 4 and 6).
-
-Three token orders exist in the reference code; "scale_wise" is the released one:
-- scale_wise:   [cls_0..cls_{T-1}] + [level 0 of all frames, frame-major] + [level 1 ...] + ...
-- frame_wise:   for each frame t: [cls_t, level 0 of t, level 1 of t, ...]
-- spatial_wise: [cls_0..cls_{T-1}] + [each level averaged over frames, level by level]
-No positional or type embeddings are added anywhere.
+"""Readout, pooling and input checks of the learner: docs/model.md sections 4 and 6. The sequence itself
+is assembled by the pyramid op (muse_tvr.kernels.pyramid.assemble_sequence, which documents the orders).
 """
 from __future__ import annotations
 
 import torch
-
-
-def assemble_sequence(cls: torch.Tensor, levels: list[torch.Tensor], order: str = "scale_wise") -> torch.Tensor:
-    """cls: (B, T, C); levels: list of (B, T, n_i, C). Returns (B, L, C)."""
-    b, t, c = cls.shape
-    if order == "scale_wise":
-        return torch.cat([cls] + [lv.reshape(b, -1, c) for lv in levels], dim=1)
-    if order == "frame_wise":
-        per_frame = torch.cat([cls.unsqueeze(2)] + levels, dim=2)  # (B, T, 1 + sum n_i, C)
-        return per_frame.reshape(b, -1, c)
-    if order == "spatial_wise":
-        return torch.cat([cls] + [lv.mean(dim=1) for lv in levels], dim=1)
-    raise ValueError(f"unknown sequence order {order!r}")
 
 
 def readout(seq_out: torch.Tensor, frames: int, order: str = "scale_wise") -> torch.Tensor:

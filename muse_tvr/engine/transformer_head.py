@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MuseConfig
+from .model import learn
 from .pyramid import FeaturePyramid
-from .sequence import assemble_sequence, check_mask, check_tokens, pool_frames, readout
+from .sequence import check_mask, check_tokens
 
 MUSE_HEAD_PARAMS_B32 = 4_687_872  # docs/model.md section 8; tests check it against MuseHead
 
@@ -162,7 +163,8 @@ class TransformerHead(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.depth))
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, seq: torch.Tensor, backend=None) -> torch.Tensor:
+        """`backend` is accepted for the learner's head interface; attention has no custom kernels."""
         if seq.dim() != 3 or seq.shape[-1] != self.cfg.d_model:
             raise ValueError(f"seq must be (B, L, {self.cfg.d_model}), got {tuple(seq.shape)}")
         for blk in self.blocks:
@@ -186,17 +188,11 @@ class TransformerLearner(nn.Module):
         self.pyramid = FeaturePyramid(config.head, config.vision)
         self.head = TransformerHead(head)
 
-    def build_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
-        levels = self.pyramid(tokens[:, :, 1:])
-        return assemble_sequence(tokens[:, :, 0], levels, self.config.head.order)
-
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         check_tokens(tokens, self.config.vision.grid, self.config.embed_dim)
-        b, t = tokens.shape[:2]
-        mask = check_mask(mask, b, t, tokens.device)
-        seq = self.head(self.build_sequence(tokens))
-        return pool_frames(readout(seq, t, self.config.head.order), mask)
+        mask = check_mask(mask, tokens.shape[0], tokens.shape[1], tokens.device)
+        return learn(self.pyramid, self.head, tokens, mask)
 
     def parameter_counts(self) -> dict[str, int]:
         return {"pyramid": sum(p.numel() for p in self.pyramid.parameters()),

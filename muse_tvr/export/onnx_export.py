@@ -15,7 +15,7 @@ JSON sidecar `{same}.json`. The text encoder has no custom nodes: one file per d
 
 Function bodies: `BiSelectiveScan` is an ONNX `Scan` over time per direction (state (B, D, N) float32,
 exp(dt*A) and dt*u*B precomputed for all steps outside the loop); `MusePyramidSequence` is the pyramid's
-own standard-op graph, obtained by exporting `graph.pyramid_sequence_reference`.
+own standard-op graph, obtained by exporting `kernels.pyramid.pyramid_sequence_ref`.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .contracts import BI_SELECTIVE_SCAN, CONTRACTS, PYRAMID_SEQUENCE, contract_table, register_onnx_schemas
+from ..kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PYRAMID_SEQUENCE, contract_table, register_onnx_schemas
 
 VARIANTS = ("plugin", "portable", "plugin-nofunc")
 PARTS = ("video", "head", "text")
@@ -118,20 +118,20 @@ def bi_selective_scan_function(opset: int):
 def pyramid_sequence_function(head_graph, dtype: torch.dtype, opset: int):
     """`muse::MusePyramidSequence` as a FunctionProto: the standard-op graph of the reference pyramid.
 
-    The body is this model's pyramid (its scales and grid), exported from `pyramid_sequence_reference`
+    The body is this model's pyramid (its scales and grid), exported from `pyramid_sequence_ref`
     with the weights as inputs, so it is exactly the decomposed pyramid and cannot drift from it.
     """
     from onnx import helper, numpy_helper
 
-    from .graph import pyramid_sequence_reference, pyramid_weights
+    from ..kernels.pyramid import flat_params, pyramid_sequence_ref, unflat_params
 
     cfg = head_graph.config
-    weights = [w.detach() for w in pyramid_weights(head_graph.pyramid)]
-    scales, grid, eps = tuple(cfg.head.scales), cfg.vision.grid, cfg.head.layer_norm_eps
+    scales, eps = tuple(cfg.head.scales), cfg.head.layer_norm_eps
+    weights = [w.detach() for w in flat_params(head_graph.pyramid, scales)]
 
     class Body(torch.nn.Module):
         def forward(self, tokens, ws):
-            return pyramid_sequence_reference(tokens, ws, scales, grid, eps)
+            return pyramid_sequence_ref(tokens, unflat_params(ws, scales), scales, "scale_wise", eps)
 
     g = cfg.vision.grid
     tokens = torch.zeros(2, 3, 1 + g * g, cfg.embed_dim, dtype=dtype)

@@ -6,8 +6,9 @@
                       `plugin` file. No native code beyond onnxruntime itself.
 
 `OrtModel(path, route)` checks inputs against the model before running (names, dtypes, ranks, fixed
-dimensions) and raises ValueError naming the problem. `OrtHead` is the MUSE head as a CPU backend:
-tokens (B, T, 1+g*g, C) + mask (B, T) -> embedding (B, C) float32.
+dimensions) and raises ValueError naming the problem. `OrtHead` is the learner in a session:
+tokens (B, T, 1+g*g, C) + mask (B, T) -> embedding (B, C) float32. Importing this module registers it as
+the engine's "ort" backend, the one whole-learner route.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from ..engine.backend import Backend, register
+from ..kernels.params import derived
 
 ROUTES = ("oplib", "portable")
 _REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +155,34 @@ class OrtHead:
             mask = mask.detach().cpu().numpy()
         mask = np.asarray(mask, dtype=np.float32)
         return self.model.run(tokens=tokens.astype(np.float32, copy=False), mask=mask)["embedding"]
+
+
+def _ort_learner(model, tokens, mask):
+    """MuseModel.encode_tokens through ONNX Runtime + the op library: (B, C) float32 torch tensor. The
+    float32 learner is exported on first use (tens of seconds at ViT-B/32 size) and kept until a weight
+    changes; its folder is removed once the session has read it."""
+    import tempfile
+
+    import torch
+
+    def build() -> OrtHead:
+        with tempfile.TemporaryDirectory(prefix="muse-tvr-ort-") as workdir:
+            return OrtHead.from_model(model, workdir)
+    return torch.from_numpy(derived(model, "ort-learner", build)(tokens.float(), mask.float()))
+
+
+def _ort_unavailable(device) -> str | None:
+    import importlib.util
+
+    if device.type != "cpu":
+        return f"backend 'ort' runs on CPU tensors, got {device.type}"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "backend 'ort' needs onnxruntime (pip install 'muse-tvr[export]')"
+    try:
+        find_op_library()
+    except FileNotFoundError as e:
+        return f"backend 'ort': {e}"
+    return None
+
+
+register(Backend("ort", learner=_ort_learner, unavailable=_ort_unavailable))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .contracts import CONTRACTS, PYRAMID_SEQUENCE
+from ..kernels.contracts import CONTRACTS, PYRAMID_SEQUENCE
 from .onnx_export import custom_nodes
 from .tensorrt_plugins import import_tensorrt, plugin_signature
 

@@ -36,7 +36,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE, PLUGIN_VERSION, PYRAMID_SEQUENCE, OpContract
+from ..kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE, PLUGIN_VERSION, PYRAMID_SEQUENCE, OpContract
 
 # The node attributes TensorRT's ONNX parser consumes itself (never plugin fields).
 PARSER_ATTRIBUTES = ("plugin_namespace", "plugin_version", "aot")

@@ -1,14 +1,17 @@
-"""Depthwise causal / anti-causal conv1d with bias and optional SiLU, (B, L, D) layout.
+"""Depthwise causal / anti-causal conv1d with bias and SiLU, (B, L, D) layout.
 
-The Triton kernel is imported lazily (`bidirectional_causal_conv_triton`) so that the references work
+IMPLEMENTATIONS maps a name to a function with `bidirectional_causal_conv_ref`'s contract
+(x, w_f, b_f, w_b, b_b) -> (u_f, u_b). The Triton kernel imports on first call, so the reference works
 without Triton installed."""
 from .reference import bidirectional_causal_conv_ref, causal_conv1d_ref
 
-__all__ = ["causal_conv1d_ref", "bidirectional_causal_conv_ref", "bidirectional_causal_conv_triton"]
+
+def bidirectional_causal_conv_triton(x, w_f, b_f, w_b, b_b):
+    from .triton_conv import bidirectional_causal_conv_triton as kernel
+    return kernel(x, w_f, b_f, w_b, b_b)
 
 
-def __getattr__(name):
-    if name in ("bidirectional_causal_conv_triton", "AOT_SPECS"):
-        from . import triton_conv
-        return getattr(triton_conv, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+IMPLEMENTATIONS = {"reference": bidirectional_causal_conv_ref, "triton": bidirectional_causal_conv_triton}
+
+__all__ = ["causal_conv1d_ref", "bidirectional_causal_conv_ref", "bidirectional_causal_conv_triton",
+           "IMPLEMENTATIONS"]

@@ -27,14 +27,13 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         raise ValueError(f"x has {x.shape[-1]} channels but the weight has {d}")
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-    xf = x.float()
-    if reverse:
-        xf = xf.flip(1)
-    y = F.conv1d(xf.transpose(1, 2), w.float().unsqueeze(1), None if bias is None else bias.float(),
-                 padding=width - 1, groups=d)[..., : x.shape[1]]
-    y = y.transpose(1, 2)
-    if reverse:
-        y = y.flip(1)
+    # Both directions pad W-1 on each side; the anti-causal one runs the time-reversed filter and keeps
+    # the last L outputs. No flip of the activations, so an exported graph has no negative-step Slice.
+    length = x.shape[1]
+    taps = w.float() if not reverse else w.float().flip(-1)
+    y = F.conv1d(x.float().transpose(1, 2), taps.unsqueeze(1), None if bias is None else bias.float(),
+                 padding=width - 1, groups=d)
+    y = (y[..., width - 1:] if reverse else y[..., :length]).transpose(1, 2)
     if activation == "silu":
         y = F.silu(y)
     return y.to(x.dtype)

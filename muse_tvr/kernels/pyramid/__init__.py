@@ -1,19 +1,20 @@
-"""Feature pyramid + sequence assembly: the plain reference and the fused Triton kernels.
+"""The feature pyramid + sequence assembly: the plain reference and the fused Triton kernels.
 
-The reference imports eagerly; the Triton module is imported on first use, so the package (and the
-reference) works without Triton installed.
-"""
-from .reference import pyramid_level_ref, pyramid_sequence_ref, stage_params
-
-__all__ = ["pyramid_sequence_ref", "pyramid_level_ref", "stage_params", "build_sequence_triton",
-           "fused_pyramid_sequence", "pack_pyramid", "pyramid_sequence_triton", "benchmark_pyramid"]
-
-_TRITON_NAMES = {"build_sequence_triton", "fused_pyramid_sequence", "pack_pyramid",
-                 "pyramid_sequence_triton", "benchmark_pyramid"}
+IMPLEMENTATIONS maps a name to a function with `pyramid_sequence_ref`'s contract
+(tokens, params, scales, order, eps) -> (B, L, C). The Triton module imports on first call, so the
+reference works without Triton installed."""
+from .reference import (LAYER_NORM_EPS, SEQUENCE_ORDERS, assemble_sequence, flat_params, pyramid_level_ref,
+                        pyramid_sequence_ref, scale_grid, sequence_length, stage_params,
+                        unflat_params)
 
 
-def __getattr__(name):
-    if name in _TRITON_NAMES:
-        from . import triton_pyramid
-        return getattr(triton_pyramid, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def pyramid_sequence_triton(tokens, params, scales=(0.5, 1.0, 2.0), order="scale_wise", eps=LAYER_NORM_EPS):
+    from .triton_pyramid import pyramid_sequence_triton as kernel
+    return kernel(tokens, params, scales, order, eps)
+
+
+IMPLEMENTATIONS = {"reference": pyramid_sequence_ref, "triton": pyramid_sequence_triton}
+
+__all__ = ["LAYER_NORM_EPS", "SEQUENCE_ORDERS", "assemble_sequence", "flat_params", "unflat_params",
+           "pyramid_level_ref", "pyramid_sequence_ref", "scale_grid", "sequence_length", "stage_params", "pyramid_sequence_triton",
+           "IMPLEMENTATIONS"]

@@ -25,10 +25,8 @@ fallbacks warn.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +36,9 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from .reference import LAYER_NORM_EPS, pyramid_level_ref, pyramid_sequence_ref, stage_params
+from ..params import derived
+from .reference import (LAYER_NORM_EPS, STAGE_LAYOUT, pyramid_level_ref, pyramid_sequence_ref, scale_grid,
+                        sequence_length, stage_params)
 
 FUSED_SCALES = (0.25, 0.5, 1.0, 2.0)
 FUSED_ORDERS = ("scale_wise", "frame_wise")
@@ -267,6 +267,7 @@ class PackedPyramid:
     dtype: torch.dtype
     device: torch.device
     levels: list[PackedLevel]
+    eps: float = LAYER_NORM_EPS
 
 
 def fold_upsample(convt_w: torch.Tensor, convt_b: torch.Tensor, conv1_w: torch.Tensor,
@@ -285,8 +286,9 @@ def fold_upsample(convt_w: torch.Tensor, convt_b: torch.Tensor, conv1_w: torch.T
 
 
 def pack_pyramid(params: nn.Module | Mapping[str, torch.Tensor], scales: Sequence[float],
-                 dtype: torch.dtype, device: torch.device | str) -> PackedPyramid:
-    """Rearrange pyramid parameters (FeaturePyramid or `mamba_stages.*` state dict) for the kernels."""
+                 dtype: torch.dtype, device: torch.device | str, eps: float = LAYER_NORM_EPS) -> PackedPyramid:
+    """Rearrange pyramid parameters (FeaturePyramid or `mamba_stages.*` state dict) for the kernels;
+    eps is the LayerNorms' epsilon."""
     if dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"fused pyramid supports {SUPPORTED_DTYPES}, got {dtype}")
     device = torch.device(device)
@@ -318,7 +320,7 @@ def pack_pyramid(params: nn.Module | Mapping[str, torch.Tensor], scales: Sequenc
                 w3.to(dtype).contiguous(), f32("conv3.bias"), f32("ln2.weight"), f32("ln2.bias"), raw))
     if channels is None:
         raise ValueError("the pyramid needs at least one scale")
-    return PackedPyramid(tuple(scales), channels, dtype, device, levels)
+    return PackedPyramid(tuple(scales), channels, dtype, device, levels, eps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -349,15 +351,6 @@ def _check_tokens(tokens: torch.Tensor, pack: PackedPyramid) -> int:
     return g
 
 
-def sequence_length(frames: int, grid: int, scales: Sequence[float], order: str) -> int:
-    per_frame = sum(_side(grid, s) ** 2 for s in scales)
-    return frames + per_frame if order == "spatial_wise" else frames * (1 + per_frame)
-
-
-def _side(grid: int, scale: float) -> int:
-    return grid // round(1 / scale) if scale < 1.0 else grid * round(scale)
-
-
 def fused_pyramid_sequence(tokens: torch.Tensor, pack: PackedPyramid, order: str = "scale_wise",
                            out: torch.Tensor | None = None, allow_tf32: bool = False,
                            config: LaunchConfig | None = None) -> torch.Tensor:
@@ -376,7 +369,7 @@ def fused_pyramid_sequence(tokens: torch.Tensor, pack: PackedPyramid, order: str
     if order == "spatial_wise":
         warnings.warn("fused pyramid: order 'spatial_wise' (mean over frames) is not fused; "
                       "using the reference", stacklevel=2)
-        seq = pyramid_sequence_ref(tokens, _raw_state(pack), pack.scales, order)
+        seq = pyramid_sequence_ref(tokens, _raw_state(pack), pack.scales, order, pack.eps)
         if out is not None:
             out.copy_(seq)
             return out
@@ -389,7 +382,7 @@ def fused_pyramid_sequence(tokens: torch.Tensor, pack: PackedPyramid, order: str
                          f"got {tuple(out.shape)} {out.dtype} on {out.device}")
     cfg = config or launch_config(c, tokens.dtype)
     prec = _precision(tokens.dtype, allow_tf32)
-    per_frame = sum(_side(g, s) ** 2 for s in pack.scales)
+    per_frame = sum(scale_grid(g, s) ** 2 for s in pack.scales)
     frames = b * t
     sxb, sxt, sxn, sxc = tokens.stride()
     sob, sol, soc = out.stride()
@@ -397,7 +390,7 @@ def fused_pyramid_sequence(tokens: torch.Tensor, pack: PackedPyramid, order: str
     cls_stride = 1 if order == "scale_wise" else 1 + per_frame
     _cls_copy_kernel[(frames,)](tokens, t, c, sxb, sxt, sxc, sob, sol, soc, cls_stride, out,
                                 BLOCK_C=min(cfg.block_c, 1024))
-    sides = [_side(g, s) for s in pack.scales]
+    sides = [scale_grid(g, s) for s in pack.scales]
     scratch = torch.empty(frames * max(sides) ** 2 * c, dtype=tokens.dtype, device=tokens.device)
     base = t if order == "scale_wise" else 1
     for lv, h in zip(pack.levels, sides):
@@ -405,7 +398,7 @@ def fused_pyramid_sequence(tokens: torch.Tensor, pack: PackedPyramid, order: str
         if lv.w1 is None:
             warnings.warn(f"fused pyramid: scale {lv.scale} is not fused; computing that level with the "
                           "reference and writing it into its slot", stacklevel=2)
-            _reference_level_into(tokens, g, lv, out, base, frame_stride, h)
+            _reference_level_into(tokens, g, lv, out, base, frame_stride, h, pack.eps)
         else:
             ups = _UPS[lv.scale]
             hs = h // ups
@@ -414,20 +407,19 @@ def fused_pyramid_sequence(tokens: torch.Tensor, pack: PackedPyramid, order: str
                 t, g, hs, c, sxb, sxt, sxn, sxc,
                 scratch,
                 POOL=_POOL[lv.scale], UPS=ups, BLOCK_P=cfg.block_p, BLOCK_K=cfg.block_k, BLOCK_C=cfg.block_c,
-                EPS=LAYER_NORM_EPS, PREC=prec, PROLOGUE_ONLY=False, DOT_F32=_dot_f32(tokens.dtype),
+                EPS=pack.eps, PREC=prec, PROLOGUE_ONLY=False, DOT_F32=_dot_f32(tokens.dtype),
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
             _pyramid_stage2_kernel[(frames, triton.cdiv(h * h, cfg.block_p))](
                 scratch, lv.w3, lv.b3, lv.ln2_w, lv.ln2_b,
                 t, h, c, sob, sol, soc, base, frame_stride,
                 out,
-                BLOCK_P=cfg.block_p, BLOCK_K=cfg.block_k, BLOCK_C=cfg.block_c, EPS=LAYER_NORM_EPS, PREC=prec,
+                BLOCK_P=cfg.block_p, BLOCK_K=cfg.block_k, BLOCK_C=cfg.block_c, EPS=pack.eps, PREC=prec,
                 DOT_F32=_dot_f32(tokens.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         base += t * h * h if order == "scale_wise" else h * h
     return out
 
 
 def _raw_state(pack: PackedPyramid) -> dict[str, torch.Tensor]:
-    from .reference import STAGE_LAYOUT
     state = {}
     for i, lv in enumerate(pack.levels):
         for name, idx in STAGE_LAYOUT[lv.scale].items():
@@ -436,10 +428,10 @@ def _raw_state(pack: PackedPyramid) -> dict[str, torch.Tensor]:
     return state
 
 
-def _reference_level_into(tokens, g, lv, out, base, frame_stride, h) -> None:
+def _reference_level_into(tokens, g, lv, out, base, frame_stride, h, eps) -> None:
     b, t, _, c = tokens.shape
     fmap = tokens[:, :, 1:].reshape(b * t, g, g, c).permute(0, 3, 1, 2)
-    y = pyramid_level_ref(fmap, lv.raw, lv.scale).reshape(b, t, c, h * h).transpose(2, 3)
+    y = pyramid_level_ref(fmap, lv.raw, lv.scale, eps).reshape(b, t, c, h * h).transpose(2, 3)
     rows = (base + torch.arange(t, device=out.device)[:, None] * frame_stride
             + torch.arange(h * h, device=out.device)[None, :])
     out[:, rows.reshape(-1)] = y.reshape(b, t * h * h, c)
@@ -453,7 +445,7 @@ def pyramid_prologue_triton(tokens: torch.Tensor, scale: float) -> torch.Tensor:
         raise ValueError(f"scale {scale} has no fused prologue; fused scales are {FUSED_SCALES}")
     b, t, n, c = tokens.shape
     g = math.isqrt(n - 1)
-    h = _side(g, scale)
+    h = scale_grid(g, scale)
     ups = _UPS[scale]
     hs = h // ups
     cfg = launch_config(c, tokens.dtype)
@@ -468,112 +460,21 @@ def pyramid_prologue_triton(tokens: torch.Tensor, scale: float) -> torch.Tensor:
 
 def pyramid_sequence_triton(tokens: torch.Tensor, params: nn.Module | Mapping[str, torch.Tensor],
                             scales: Sequence[float] = (0.5, 1.0, 2.0), order: str = "scale_wise",
-                            allow_tf32: bool = False) -> torch.Tensor:
-    """Drop-in for `pyramid_sequence_ref` (same arguments and result); packs the weights on every call,
-    so for repeated use call `pack_pyramid` once and `fused_pyramid_sequence`."""
+                            eps: float = LAYER_NORM_EPS, allow_tf32: bool = False) -> torch.Tensor:
+    """`pyramid_sequence_ref`'s contract on the fused kernels. For a module (a FeaturePyramid) the packed
+    weights are derived once per dtype and device and kept until a parameter changes; a state dict is
+    packed on every call (call `pack_pyramid` once and `fused_pyramid_sequence` for repeated use)."""
     if not isinstance(tokens, torch.Tensor) or tokens.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"tokens must be a float32/float16/bfloat16 tensor, got "
                          f"{tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__}")
-    pack = pack_pyramid(params, scales, tokens.dtype, tokens.device)
-    return fused_pyramid_sequence(tokens, pack, order, allow_tf32=allow_tf32)
 
-
-# ----------------------------------------------------------------------------------------------------
-# engine hook
-# ----------------------------------------------------------------------------------------------------
-def _param_signature(module: nn.Module) -> tuple:
-    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
-
-
-def build_sequence_triton(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Fused replacement for `MuseModel.build_sequence` (engine hook for the triton backend).
-
-    model: a MuseModel (uses model.pyramid, model.head_dtype, model.config.head.order).
-    tokens: CLIP tokens (B, T, 1+g*g, C) float on the model's device (CUDA, or CPU with
-    TRITON_INTERPRET=1). Returns the head's input sequence (B, L, C) in the head dtype, equal to
-    `model.build_sequence(tokens)` to fp32 tolerance (CLS rows bit-exact).
-    The packed (folded, K-major) weights are cached on the model and rebuilt when a pyramid parameter
-    changes (pointer or in-place version), the dtype or the device changes.
-    """
-    dtype = model.head_dtype
-    tokens = tokens.to(dtype)
-    key = (dtype, tokens.device, _param_signature(model.pyramid))
-    cached = getattr(model, "_triton_pyramid_pack", None)
-    if cached is None or cached[0] != key:
-        pack = pack_pyramid(model.pyramid, model.pyramid.scales, dtype, tokens.device)
-        model._triton_pyramid_pack = (key, pack)
+    def pack() -> PackedPyramid:
+        return pack_pyramid(params, scales, tokens.dtype, tokens.device, eps)
+    if isinstance(params, nn.Module):
+        packed = derived(params, f"triton-pyramid:{tokens.dtype}:{tokens.device}:{tuple(scales)}:{eps}", pack)
     else:
-        pack = cached[1]
-    return fused_pyramid_sequence(tokens, pack, model.config.head.order)
-
-
-# ----------------------------------------------------------------------------------------------------
-# benchmark (for benchmarks/gpu_check.py)
-# ----------------------------------------------------------------------------------------------------
-def benchmark_pyramid(device: str | torch.device = "cuda", batch: int = 16, frames: int = 12,
-                      grid: int = 7, channels: int = 512, dtype: torch.dtype = torch.bfloat16,
-                      warmup: int = 3, iters: int = 20, check: bool = True, allow_tf32: bool = False) -> dict:
-    """Time the fused pyramid against the eager PyTorch pyramid (FeaturePyramid + assemble_sequence).
-
-    Defaults are the issue's target shape (ViT-B/32 grid, B=16, T=12, C=512, bf16); random pyramid
-    weights (default init) and random tokens. Returns a dict with the shape, `fused_ms` and `eager_ms`
-    (medians over `iters`, synchronised), `speedup` (eager / fused) and, with check=True:
-      `max_abs_err`       fused vs an fp32 reference (the eager pyramid in float32 on the same rounded
-                          tokens and weights, TF32 off): the fused kernel's own error;
-      `eager_max_abs_err` the eager pyramid in `dtype` vs the same reference, for scale.
-    Eager runs with PyTorch's defaults (cuDNN convs may use TF32 for fp32); the fused fp32 path uses
-    IEEE dots unless allow_tf32. On CPU (only under TRITON_INTERPRET=1) the timings measure the Triton
-    interpreter and mean nothing for performance: use tiny shapes there.
-    """
-    from ...engine.config import HeadConfig, VisionConfig
-    from ...engine.pyramid import FeaturePyramid
-    from ...engine.sequence import assemble_sequence
-
-    device = torch.device(device)
-    head = HeadConfig(d_model=channels)
-    pyramid = FeaturePyramid(head, VisionConfig(patch_size=max(1, 224 // grid), output_dim=channels))
-    pyramid.grid = grid
-    pyramid = pyramid.to(device=device, dtype=dtype).eval()
-    tokens = torch.randn(batch, frames, 1 + grid * grid, channels, device=device).to(dtype)
-    pack = pack_pyramid(pyramid, pyramid.scales, dtype, device)
-
-    def eager(pyr=pyramid, tok=tokens):
-        return assemble_sequence(tok[:, :, 0], pyr(tok[:, :, 1:]), head.order)
-
-    def fused():
-        return fused_pyramid_sequence(tokens, pack, head.order, allow_tf32=allow_tf32)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def timed(fn) -> float:
-        with torch.no_grad():
-            for _ in range(warmup):
-                fn()
-            sync()
-            times = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                fn()
-                sync()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return sorted(times)[len(times) // 2]
-
-    result = {"device": str(device), "batch": batch, "frames": frames, "grid": grid, "channels": channels,
-              "dtype": str(dtype).replace("torch.", ""), "fused_ms": timed(fused), "eager_ms": timed(eager)}
-    result["speedup"] = result["eager_ms"] / result["fused_ms"]
-    if check:
-        with torch.no_grad():
-            ref_pyr = copy.deepcopy(pyramid).float()
-            if device.type == "cuda":
-                with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-                    ref = eager(ref_pyr, tokens.float())
-            else:
-                ref = eager(ref_pyr, tokens.float())
-            result["max_abs_err"] = (fused().float() - ref).abs().max().item()
-            result["eager_max_abs_err"] = (eager().float() - ref).abs().max().item()
-    return result
+        packed = pack()
+    return fused_pyramid_sequence(tokens, packed, order, allow_tf32=allow_tf32)
 
 
 # ----------------------------------------------------------------------------------------------------

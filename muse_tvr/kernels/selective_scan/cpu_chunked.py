@@ -15,8 +15,6 @@ Layout (B, L, D) and signatures mirror `reference.py`; A is float32 (D, N); the 
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -94,37 +92,3 @@ def bidirectional_scan_chunked(u_f: torch.Tensor, delta_f: torch.Tensor, B_f: to
     y_f = selective_scan_chunked(u_f, delta_f, A_f, B_f, C_f, D_f, None, delta_bias_f, True, False, block)
     y_b = selective_scan_chunked(u_b, delta_b, A_b, B_b, C_b, D_b, None, delta_bias_b, True, True, block)
     return ((y_f.float() + y_b.float()) * F.silu(z.float())).to(u_f.dtype)
-
-
-@torch.no_grad()
-def muse_head_forward_chunked(head: torch.nn.Module, seq: torch.Tensor, block: int = DEFAULT_BLOCK,
-                              scan: Callable | None = None) -> torch.Tensor:
-    """The MUSE head (`muse_tvr.engine.mamba.MuseHead`) on the chunked scan: the CPU fast path.
-
-    seq: (B, L, d_model) float -> (B, L, d_model). `scan` replaces the bidirectional scan (any function
-    with `bidirectional_scan_ref`'s signature, e.g. the Triton kernel on CUDA); by default the blocked
-    scan with `block` steps per block. Uses the head's own parameters; additionally folds
-    out_proj (no bias) and temporal_fc into one d x d matrix, since only an identity dropout sits between
-    them (engine-notes section 2), which saves one GEMM per block.
-    """
-    from ...kernels.causal_conv import causal_conv1d_ref  # the conv is cheap next to the GEMMs
-
-    if seq.dim() != 3:
-        raise ValueError(f"seq must be (B, L, d_model), got {tuple(seq.shape)}")
-    x_seq = seq
-    for blk in head.MS_mamba:
-        m = blk.mamba
-        h = blk.layer_norm1(x_seq)
-        x, z = F.linear(h, m.in_proj.weight).chunk(2, dim=-1)
-        branches = []
-        for backward in (False, True):
-            conv_w, conv_b, xp_w, dt_w, dt_b, A, D = m.direction_params(backward)
-            u = causal_conv1d_ref(x, conv_w, conv_b, activation="silu", reverse=backward)
-            dt_in, Bm, Cm = torch.split(F.linear(u, xp_w), [m.dt_rank, m.d_state, m.d_state], dim=-1)
-            branches.append((u, F.linear(dt_in, dt_w), Bm, Cm, A, D, dt_b))
-        (u_f, dl_f, B_f, C_f, A_f, D_f, b_f), (u_b, dl_b, B_b, C_b, A_b, D_b, b_b) = branches
-        args = (u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z, A_f, A_b, D_f, D_b, b_f, b_b)
-        y = bidirectional_scan_chunked(*args, block=block) if scan is None else scan(*args)
-        w_fold = blk.temporal_fc.weight @ m.out_proj.weight
-        x_seq = x_seq + F.linear(y, w_fold, blk.temporal_fc.bias)
-    return x_seq

@@ -4,7 +4,7 @@ A contract names the op, its ONNX domain and opset version, its inputs and outpu
 dtypes, and its attributes. Everything else is derived from it, so the parts cannot drift apart:
 
 - the PyTorch op (`torch.ops.muse.<torch_name>`), defined through `torch.library` from the contract's
-  schema string; CPU runs our plain references, CUDA the project's Triton kernels when they import;
+  schema string; CPU runs the C++ scan and the reference pyramid, CUDA the project's Triton kernels;
 - the ONNX schema (`onnx.defs.OpSchema`), registered so that `onnx.checker.check_model(full_check=True)`
   checks the custom nodes' inputs, types and attributes;
 - the exporter translation: `OpContract.call()` emits the node with `torch.onnx.ops.symbolic` while
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
+
+from .pyramid.reference import LAYER_NORM_EPS
 
 DOMAIN = "muse"
 DOMAIN_VERSION = 1
@@ -226,7 +228,7 @@ PYRAMID_SEQUENCE = OpContract(
     attributes=(
         AttrSpec("scales", "floats", None, "pyramid scales, e.g. [0.5, 1.0, 2.0]"),
         AttrSpec("grid", "int", None, "side of the CLIP patch grid (7 for ViT-B/32)"),
-        AttrSpec("layer_norm_eps", "float", 1e-5),
+        AttrSpec("layer_norm_eps", "float", LAYER_NORM_EPS),
     ),
 )
 
@@ -241,37 +243,24 @@ def get_contract(name: str) -> OpContract:
 
 
 # ================================================================================ torch registration
-def _scan_cpu(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b, bias_f, bias_b):
-    from ..kernels.selective_scan import bidirectional_scan_ref
-
-    return bidirectional_scan_ref(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b,
-                                  bias_f, bias_b)
+# CPU: the C++ scan when it builds (else the chunked scan, after a one-line warning) and the reference
+# pyramid; CUDA: the Triton kernels. The variadic pyramid weights are `flat_params` order.
+def _scan_cpu(*args):
+    from .selective_scan import IMPLEMENTATIONS, fastest_cpu_scan
+    return IMPLEMENTATIONS[fastest_cpu_scan()](*args)
 
 
 def _scan_cuda(*args):
-    # The kernel engineer's Triton scan has bidirectional_scan_ref's signature; fall back to the reference
-    # when Triton or the kernel module is unavailable (e.g. an older checkout).
-    try:
-        from ..kernels.selective_scan import bidirectional_scan_triton as fast
-    except ImportError:
-        fast = None
-    return (fast or _scan_cpu)(*args)
+    from .selective_scan import bidirectional_scan_triton
+    return bidirectional_scan_triton(*args)
 
 
-def _pyramid_impl(tokens, weights, scales, grid, layer_norm_eps):
-    from .graph import pyramid_sequence_reference
-
-    return pyramid_sequence_reference(tokens, list(weights), tuple(scales), grid, layer_norm_eps)
-
-
-def _pyramid_cuda(tokens, weights, scales, grid, layer_norm_eps):
-    try:
-        from ..kernels.pyramid import pyramid_sequence_triton as fast  # optional fused kernel
-    except ImportError:
-        fast = None
-    if fast is not None:
-        return fast(tokens, list(weights), tuple(scales), grid, layer_norm_eps)
-    return _pyramid_impl(tokens, weights, scales, grid, layer_norm_eps)
+def _pyramid(name: str):
+    def impl(tokens, weights, scales, grid, layer_norm_eps):
+        from .pyramid import IMPLEMENTATIONS, unflat_params
+        return IMPLEMENTATIONS[name](tokens, unflat_params(list(weights), scales), tuple(scales), "scale_wise",
+                                     layer_norm_eps)
+    return impl
 
 
 def _scan_fake(u_f, *rest):
@@ -279,16 +268,15 @@ def _scan_fake(u_f, *rest):
 
 
 def _pyramid_fake(tokens, weights, scales, grid, layer_norm_eps):
-    from ..engine.config import scale_grid
+    from .pyramid import sequence_length
 
     b, t, _, c = tokens.shape
-    per_frame = 1 + sum(scale_grid(grid, s) ** 2 for s in scales)
-    return tokens.new_empty((b, t * per_frame, c))
+    return tokens.new_empty((b, sequence_length(t, grid, scales), c))
 
 
 _IMPLS: dict[str, tuple[Callable, Callable, Callable]] = {
     "bi_selective_scan": (_scan_cpu, _scan_cuda, _scan_fake),
-    "pyramid_sequence": (_pyramid_impl, _pyramid_cuda, _pyramid_fake),
+    "pyramid_sequence": (_pyramid("reference"), _pyramid("triton"), _pyramid_fake),
 }
 _LIB = None
 

@@ -184,7 +184,8 @@ def make_plan(mode: str, device: torch.device) -> Plan:
         for backend in LEARNER_BACKENDS:
             plan.cases.append(("learner", backend, mid))
     for target, backends in (("scan", ("reference", "cpu-chunked", "cpp", "triton", "mamba-ssm")),
-                             ("conv", ("reference", "triton")), ("block", ("reference", "cpu-chunked", "cpp", "triton")),
+                             ("conv", ("reference", "cpp", "triton")),
+                             ("block", ("reference", "cpu-chunked", "cpp", "triton")),
                              ("pyramid", ("reference", "triton")), ("clip", ("reference",))):
         for backend in backends:
             plan.cases.append((target, backend, mid))

@@ -59,8 +59,8 @@ def _ops(name: str, conv: str, scan: str, pyr: str, unavailable=None) -> Backend
 
 _REGISTRY: dict[str, Backend] = {b.name: b for b in (
     _ops("reference", "reference", "reference", "reference"),
-    _ops("cpu-chunked", "reference", "chunked", "reference"),
-    _ops("cpp", "reference", "cpp", "reference", _cpp_unavailable),
+    _ops("cpu-chunked", "taps", "chunked", "reference"),
+    _ops("cpp", "taps", "cpp", "reference", _cpp_unavailable),
     _ops("triton", "triton", "triton", "triton", _triton_unavailable),
 )}
 REFERENCE = _REGISTRY["reference"]

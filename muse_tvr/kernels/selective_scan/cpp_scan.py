@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -48,6 +49,8 @@ def load_extension():
     global _module, _error
     if _module is None and _error is None:
         try:
+            # Importing cpp_extension logs a CUDA_HOME warning on CPU hosts; this build never uses CUDA.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             from torch.utils import cpp_extension
             cxx = os.environ.get("CXX", "c++")
             if not shutil.which(cxx):

@@ -41,7 +41,9 @@ def positive(text: str) -> int:
     return value
 
 
-def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32") -> None:
+def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32",
+                   backend: bool = True) -> None:
+    """--model, --sidecar, --backbone, --seed, --threads and (when the command runs the learner) --backend."""
     p.add_argument("--model", default=None, help="muse-tvr model directory, reference MUSE checkpoint or "
                    "CLIP file (default: RANDOM weights of --backbone)")
     p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
@@ -50,7 +52,8 @@ def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "V
     p.add_argument("--seed", type=parse_seed, default=0,
                    help="seed for random weights, so that reruns build the same model (default 0)")
     p.add_argument("--threads", type=non_negative, default=0, help="torch CPU threads (0: torch's default)")
-    add_backend_arg(p)
+    if backend:
+        add_backend_arg(p)
 
 
 def add_backend_arg(p: argparse.ArgumentParser) -> None:
@@ -67,6 +70,9 @@ def model_spec(args: argparse.Namespace) -> dict:
     if args.model:
         return {"model": os.path.abspath(args.model),
                 "sidecar": os.path.abspath(args.sidecar) if args.sidecar else None}
+    if args.sidecar:  # a sidecar only completes a reference checkpoint: load_model says so in one line
+        from ..engine.weights import load_model
+        load_model(None, args.sidecar)
     return {"backbone": args.backbone or "ViT-B/32", "seed": args.seed}
 
 

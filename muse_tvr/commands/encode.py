@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     model, info = build_model(model_spec(args), args.threads, args.backend)
     random_weights_banner(info)
     print(f"model {info['name']} fingerprint {info['fingerprint'][:16]} "
-          f"(hashed in {info['fingerprint_seconds']:.2f} s); {len(videos)} inputs -> {args.out}",
+          f"(hashed in {info['fingerprint_seconds']:.2f} s), backend {model.resolved_backend().name}; "
+          f"{len(videos)} inputs -> {args.out}",
           file=sys.stderr)
     if ignored:
         print(f"ignored {len(ignored)} file(s) without a video/image extension, e.g. {ignored[0]}",

@@ -150,10 +150,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out.pop("sim")
         print(json.dumps({"model": info["name"], "fingerprint": info["fingerprint"],
+                          "backend": model.resolved_backend().name,
                           "random_weights": random_parts, "cache": cache, **out}, indent=2))
         return 0
     label = "  (RANDOM WEIGHTS: not meaningful)" if random_parts else ""
-    print(f"{out['captions']} captions x {out['videos']} videos, model {info['name']}{label}; "
+    print(f"{out['captions']} captions x {out['videos']} videos, model {info['name']}{label}, "
+          f"backend {model.resolved_backend().name}; "
           f"encoded {out['encoded_now']}, cached {out['from_cache']} ({cache})")
     print(format_metrics("text-to-video", out["t2v"]))
     print(format_metrics("video-to-text", out["v2t"]))

@@ -5,28 +5,28 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from . import add_model_args
+
     p = sub.add_parser("info", help="print a model's config and parameter counts per part")
-    p.add_argument("--model", default=None, help="model directory, reference checkpoint or CLIP file "
-                   "(default: a randomly initialised model of --backbone)")
-    p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
-    p.add_argument("--backbone", default="ViT-B/32", help="preset when no --model is given")
+    add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
-    from ..engine.config import get_config
-    from ..engine.weights import load_model
+    from . import build_model, model_spec, random_weights_banner
 
-    model = load_model(args.model, args.sidecar, None if args.model else get_config(args.backbone))
+    model, info = build_model(model_spec(args), args.threads, args.backend)
     counts = model.parameter_counts()
     cfg = model.config
     if args.json:
         print(json.dumps({"config": cfg.to_dict(), "parameters": counts,
                           "weights": model.weight_sources,
-                          "sequence_length": cfg.sequence_length()}, indent=2))
+                          "sequence_length": cfg.sequence_length(),
+                          "backend": model.resolved_backend().name}, indent=2))
         return 0
     h = cfg.head
     print(f"model          {cfg.name}")
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Mamba head     depth {h.depth} d_model {h.d_model} d_state {h.d_state} d_conv {h.d_conv} "
           f"expand {h.expand} dt_rank {h.rank} order {h.order}")
     print(f"sequence       {cfg.sequence_length()} tokens for {cfg.max_frames} frames")
+    print(f"backend        {model.resolved_backend().name} (asked: {model.backend})")
     print("parameters")
     names = {"clip_visual": "CLIP visual", "clip_text": "CLIP text (+logit_scale)", "pyramid": "pyramid",
              "mamba_head": "Mamba head"}
@@ -45,6 +46,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {names[k]:<26}{n:>14,}")
     print(f"  {'total':<26}{sum(counts.values()):>14,}")
     print("weights        " + ", ".join(f"{k}: {v}" for k, v in model.weight_sources.items()))
-    if "random" in model.weight_sources.values():
-        print("WARNING: some weights are RANDOM (see above); outputs are not meaningful retrieval scores.")
+    random_weights_banner(info, sys.stdout)
     return 0

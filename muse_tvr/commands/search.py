@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-rows", type=int, default=16384,
                    help="gallery rows scored per step (memory: rows x dim x 4 bytes; default 16384)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_model_args(p, default_backbone=None)
+    add_model_args(p, default_backbone=None, backend=False)  # text only: the learner never runs
     p.set_defaults(func=run)
 
 

@@ -45,6 +45,7 @@ setup(
         "pillow>=10.0",
         "av>=12.0",
         "tqdm>=4.60",
+        "ninja>=1.11",  # torch's cpp_extension builds the C++ scan (the default CPU backend) with it
     ],
     extras_require={
         "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.21"],

@@ -1,4 +1,4 @@
-"""`muse-tvr compare`: PyTorch vs ONNX Runtime (op library) vs ONNX Runtime (portable) on the same inputs.
+"""`muse-tvr compare`: PyTorch (the reference backend) vs ONNX Runtime (op library) vs ONNX Runtime (portable) on the same inputs.
 
 Exports the model to a directory (or reuses the files there, found through their JSON sidecars), runs
 every part and dtype on random inputs with a batch and frame count different from the export's, and
@@ -17,13 +17,10 @@ class ToleranceError(ValueError):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from . import add_model_args
+
     p = sub.add_parser("compare", help="PyTorch vs ORT (op library) vs ORT (portable): max abs/rel error")
-    p.add_argument("--model", default=None, help="model directory, reference checkpoint or CLIP file")
-    p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
-    p.add_argument("--backbone", default="tiny", help="preset when no --model is given (default tiny)")
-    from . import parse_seed
-    p.add_argument("--seed", type=parse_seed, default=0,
-                   help="seed for random weights; the same as the export's (default 0)")
+    add_model_args(p, default_backbone="tiny", backend=False)  # the seed and backbone of the export
     p.add_argument("--dir", required=True, help="directory of an export of THIS model; exported there first "
                    "if it holds no .onnx files")
     p.add_argument("--parts", nargs="+", default=["video", "head", "text"], choices=["video", "head", "text"])
@@ -47,7 +44,7 @@ def compare_files(model, files, op_library=None, batch: int = 3, frames: int = 2
         groups.setdefault((f.part, f.dtype), {})[f.variant] = f.path
     rows, failures = [], []
     for (part, dtype), by_variant in sorted(groups.items()):
-        m = cast_model(model, DTYPES[dtype])
+        m = cast_model(model, DTYPES[dtype]).set_backend("reference")  # the plain PyTorch oracle
         inputs = example_inputs(m.config, part, DTYPES[dtype], batch=batch, frames=frames, seed=1)
         with torch.no_grad():
             if part == "video":

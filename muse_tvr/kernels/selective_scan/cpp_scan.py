@@ -52,6 +52,10 @@ def load_extension():
             # Importing cpp_extension logs a CUDA_HOME warning on CPU hosts; this build never uses CUDA.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             from torch.utils import cpp_extension
+            # pip's ninja lands beside this interpreter, which is not on PATH when the venv is not active.
+            bindir = os.path.dirname(sys.executable)
+            if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
             cxx = os.environ.get("CXX", "c++")
             if not shutil.which(cxx):
                 raise RuntimeError(f"no C++ compiler ({cxx} not on PATH)")

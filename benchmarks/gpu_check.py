@@ -24,12 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-# H100 SXM5 peaks (the card the targets are set for). Other cards: pass --hbm-gbs / --exp-tops.
+# H100 SXM5 peaks (the card the targets are set for; `device_peaks` for others, or --hbm-gbs / --exp-tops).
 # HBM3: 3.35 TB/s (NVIDIA H100 SXM datasheet).
 H100_SXM_HBM_BYTES_PER_S = 3.35e12
-# MUFU ex2: 16 ops/clock/SM (4 per SM sub-partition) x 132 SMs x 1.98 GHz boost = 4.18e12 exp/s. Triton's
-# tl.exp lowers to a multiply by log2(e) plus ex2.approx, one MUFU op.
-H100_SXM_EXP_PER_S = 16 * 132 * 1.98e9
+H100_SXM_SMS = 132
+H100_SXM_BOOST_HZ = 1.98e9
+# MUFU ex2: 16 ops/clock/SM (4 per SM sub-partition); H100 SXM: x 132 SMs x 1.98 GHz = 4.18e12 exp/s.
+# Triton's tl.exp lowers to a multiply by log2(e) plus ex2.approx, one MUFU op.
+MUFU_EXP_PER_CLOCK_PER_SM = 16
+H100_SXM_EXP_PER_S = MUFU_EXP_PER_CLOCK_PER_SM * H100_SXM_SMS * H100_SXM_BOOST_HZ
 
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 TARGET_SCAN_RATIO = 0.67    # target: <= 0.67x the time of two selective_scan_fn calls plus flips
@@ -433,10 +436,10 @@ def check_head(rep: Report, a: argparse.Namespace, device) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Peaks, upstream kernels, interpreter support
 
-# HBM peaks by card name (datasheets): H200 HBM3e 4.8 TB/s, H100 SXM HBM3 3.35 TB/s, H100 PCIe 2.0 TB/s.
-HBM_PEAKS = (("h200", 4.8e12), ("h100 nvl", 3.9e12), ("h100 pcie", 2.0e12), ("h100", 3.35e12),
+# HBM peaks by card name, first match wins (datasheets): H200 HBM3e 4.8 TB/s, H100 NVL 3.9 TB/s,
+# H100 PCIe 2.0 TB/s, A100 2.0 TB/s.
+HBM_PEAKS = (("h200", 4.8e12), ("h100 nvl", 3.9e12), ("h100 pcie", 2.0e12), ("h100", H100_SXM_HBM_BYTES_PER_S),
              ("a100", 2.0e12))
-MUFU_EXP_PER_CLOCK_PER_SM = 16
 
 
 def device_peaks(name: str, sms: int | None = None, boost_ghz: float | None = None) -> dict:
@@ -444,7 +447,8 @@ def device_peaks(name: str, sms: int | None = None, boost_ghz: float | None = No
     low = name.lower()
     hbm = next((v for k, v in HBM_PEAKS if k in low), None)
     src = "datasheet by name" if hbm is not None else "unknown card: H100 SXM figures"
-    exp = MUFU_EXP_PER_CLOCK_PER_SM * (sms or 132) * (boost_ghz or 1.98) * 1e9
+    clock = boost_ghz * 1e9 if boost_ghz else H100_SXM_BOOST_HZ
+    exp = MUFU_EXP_PER_CLOCK_PER_SM * (sms or H100_SXM_SMS) * clock
     return {"hbm_bytes_per_s": hbm or H100_SXM_HBM_BYTES_PER_S, "exp_per_s": exp, "source": src}
 
 
@@ -480,7 +484,8 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 def interpreter_problem() -> str | None:
     """A one-line reason when TRITON_INTERPRET=1 cannot work with the installed triton + numpy, else None."""
-    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+    from muse_tvr.kernels import triton_interpreting
+    if not triton_interpreting():
         return None
     import numpy
     import triton
@@ -757,7 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device here; nothing was checked (run it on a GPU machine).")
         return 0
     device = torch.device(a.device)
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    from muse_tvr.kernels import triton_interpreting
+    if device.type == "cpu" and not triton_interpreting():
         print("gpu_check: --device cpu needs TRITON_INTERPRET=1 in the environment", file=sys.stderr)
         return 2
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-interpreter-{platform.machine()}"

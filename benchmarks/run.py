@@ -5,7 +5,7 @@ CUDA; optionally replayed from a captured CUDA graph); the summary is the median
 range, so a noisy shared machine moves the spread more than the centre. Slow cases get fewer repeats
 (`budget_s` per case), never fewer than `min_repeats`.
 
-    python -m benchmarks.run --quick            # from the repository root
+    python -m benchmarks.run --mode quick       # from the repository root
     muse-tvr bench [--full]                     # the same through the CLI
 """
 from __future__ import annotations
@@ -150,7 +150,7 @@ def make_plan(mode: str, device: torch.device) -> Plan:
         plan.cases.append(("scan", "reference", registry.Point(TINY, 1, 2)))
         plan.cases.append(("scan", "cpu-chunked", registry.Point(TINY, 1, 2)))
         return plan
-    if mode == "learner":  # tokens -> embedding at the issue's target shape: every CPU route, incl. ONNX Runtime
+    if mode == "learner":  # tokens -> embedding at ViT-B/32, 12 frames: every backend, ONNX Runtime too
         plan = Plan("learner", warmup=1, repeats=5, budget_s=12.0, min_repeats=3)
         for backend in LEARNER_BACKENDS:
             plan.cases.append(("learner", backend, registry.Point(VIT_B_32, 1, 12)))
@@ -163,7 +163,7 @@ def make_plan(mode: str, device: torch.device) -> Plan:
         points = _length_points([4, 8, 12, 24, 48], [12, 24], [1])
         points += _length_points([12], [12], [4])
     else:
-        raise ValueError(f"unknown mode {mode!r}; choose quick or full")
+        raise ValueError(f"unknown mode {mode!r}; choose quick, full, learner or tiny")
     for pt in points:
         for backend in HEAD_BACKENDS:
             # The naive loop takes ~1.3 ms per step on 2 cores: past 12,360 tokens it only costs time.
@@ -323,7 +323,7 @@ def run_cli(args) -> int:
                       sdpa=getattr(args, "sdpa", "auto"))
     paths = write_results(result, args.out, args.stem)
     if not args.no_plot:
-        from benchmarks.visualize import plot_latency
+        from .visualize import plot_latency
         paths["png"] = plot_latency(result, paths["json"].with_suffix(".png"))
     print(to_markdown(result))
     for kind, path in paths.items():

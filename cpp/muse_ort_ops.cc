@@ -1,6 +1,6 @@
 // ONNX Runtime custom-op library for muse-tvr's exported models (domain "muse").
 //
-// Kernels registered (the op contract is muse_tvr/export/contracts.py; tests compare this list with it):
+// Kernels registered (the op contract is muse_tvr/kernels/contracts.py; tests compare this list with it):
 //   muse::BiSelectiveScan  float   and  float16 activations (A, D, dt bias always float)
 // MusePyramidSequence has no C++ kernel: export the pyramid decomposed (the default), or load a file that
 // carries its function body (portable / plugin variants), which ONNX Runtime inlines.

@@ -1,7 +1,8 @@
 """Run exported muse-tvr models in ONNX Runtime, by either route:
 
 - `route="oplib"`:    the C++ custom-op library (`cpp/build/libmuse_ort_ops.so`, built by `make -C cpp`)
-                      runs the custom nodes; load a `plugin-nofunc` (or any) file. The fast CPU path.
+                      runs the custom nodes; load a `plugin-nofunc` (or any) file. As fast as the engine's
+                      `cpp` backend, which runs the same C++ scan.
 - `route="portable"`: plain ONNX Runtime inlines the model-local function bodies; needs a `portable` or
                       `plugin` file. No native code beyond onnxruntime itself.
 

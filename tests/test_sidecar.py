@@ -10,8 +10,15 @@ from torch import nn
 from muse_tvr import cli
 from muse_tvr.engine.config import get_config
 from muse_tvr.engine.pyramid import FeaturePyramid
-from muse_tvr.engine.sidecar import (FORMAT_TAG, load_sidecar, make_pyramid_sidecar, read_sidecar_metadata,
-                                     replay_reference_generator, save_sidecar, sidecar_checksum)
+from muse_tvr.engine.sidecar import (FORMAT_TAG, load_sidecar, make_pyramid_sidecar, replay_reference_generator,
+                                     save_sidecar, sidecar_checksum)
+
+
+def read_sidecar_metadata(path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
 
 # Checksums of the seed-42 sidecars. Each was compared tensor-for-tensor with the pyramid built by the
 # reference code's own CLIP4Clip constructor (stubbed CLIP file and mamba_ssm, `.cuda()` a no-op) on

@@ -134,7 +134,7 @@ def _reference_fp16_params(module: nn.Module) -> list[nn.Parameter]:
             params += [m.in_proj_weight, m.in_proj_bias]
         elif isinstance(m, ClipVisual):
             params.append(m.proj)
-        elif isinstance(m, _TextTower):
+        elif isinstance(m, Clip):
             params.append(m.text_projection)
     return params
 
@@ -216,27 +216,32 @@ class ClipVisual(nn.Module):
         return x.float()
 
 
-class _TextTower(nn.Module):
-    """CLIP's text transformer parts, registered directly on the module that owns them.
+class Clip(nn.Module):
+    """Both CLIP towers under OpenAI CLIP's state-dict keys (the text tower's parts at the top level).
 
-    `Clip` needs these at its top level (OpenAI's key layout), `ClipText` is the stand-alone tower; both
-    build them through `_build_text` and share `encode_text`.
+    encode_image(images float (N, 3, S, S)) -> float32 (N, 1 + grid*grid, output_dim), all tokens.
+    encode_text(ids int (N, L)) -> float32 (N, output_dim).
+    forward(images, ids) -> (encode_image(images), encode_text(ids)).
     """
 
-    def _build_text(self, cfg: TextConfig) -> None:
-        self.text_cfg = cfg
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, causal=True)
-        self.ln_final = LayerNormFp32(cfg.width)
-        self.text_projection = nn.Parameter(torch.empty(cfg.width, cfg.output_dim))
-
-    @torch.no_grad()
-    def _init_text(self) -> None:
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
-        nn.init.normal_(self.text_projection, std=self.text_cfg.width ** -0.5)
-        self.transformer.init_parameters()
+    def __init__(self, vision: VisionConfig, text: TextConfig) -> None:
+        super().__init__()
+        if vision.output_dim != text.output_dim:
+            raise ValueError(f"vision output_dim {vision.output_dim} differs from text output_dim "
+                             f"{text.output_dim}; CLIP needs one joint space")
+        self.visual = ClipVisual(vision)
+        self.text_cfg = text
+        self.token_embedding = nn.Embedding(text.vocab_size, text.width)
+        self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
+        self.transformer = Transformer(text.width, text.layers, text.heads, causal=True)
+        self.ln_final = LayerNormFp32(text.width)
+        self.text_projection = nn.Parameter(torch.empty(text.width, text.output_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        with torch.no_grad():
+            nn.init.normal_(self.token_embedding.weight, std=0.02)
+            nn.init.normal_(self.positional_embedding, std=0.01)
+            nn.init.normal_(self.text_projection, std=text.width ** -0.5)
+            self.transformer.init_parameters()
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: integer (N, L), 1 <= L <= context_length, each row `[SOT] tokens [EOT] 0...`.
@@ -254,37 +259,6 @@ class _TextTower(nn.Module):
         eot = ids.argmax(dim=-1)
         x = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
         return x.float()
-
-
-class ClipText(_TextTower):
-    """CLIP's text tower alone. forward(ids int (N, L)) -> float32 (N, output_dim); see `encode_text`."""
-
-    def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self._build_text(cfg)
-        self._init_text()
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.encode_text(ids)
-
-
-class Clip(_TextTower):
-    """Both CLIP towers under OpenAI CLIP's state-dict keys.
-
-    encode_image(images float (N, 3, S, S)) -> float32 (N, 1 + grid*grid, output_dim), all tokens.
-    encode_text(ids int (N, L)) -> float32 (N, output_dim).
-    forward(images, ids) -> (encode_image(images), encode_text(ids)).
-    """
-
-    def __init__(self, vision: VisionConfig, text: TextConfig) -> None:
-        super().__init__()
-        if vision.output_dim != text.output_dim:
-            raise ValueError(f"vision output_dim {vision.output_dim} differs from text output_dim "
-                             f"{text.output_dim}; CLIP needs one joint space")
-        self.visual = ClipVisual(vision)
-        self._build_text(text)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self._init_text()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.visual(images)

@@ -100,14 +100,16 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from .config import MuseConfig, get_config
+from .gallery import atomic_write_bytes
 from .pyramid import FeaturePyramid
 
 FORMAT_TAG = "muse-tvr/pyramid-sidecar/v1"
@@ -136,22 +138,7 @@ class ReplayStep:
     what: str  # the initialiser and the shape
 
 
-@dataclass(frozen=True)
-class _ClipDims:
-    """The CLIP constructor arguments the reference derives from the OpenAI state dict."""
-
-    embed_dim: int
-    vision_width: int
-    vision_layers: int
-    patch_size: int
-    grid: int
-    context_length: int
-    vocab_size: int
-    text_width: int
-    text_layers: int
-
-
-def _clip_dims(config: MuseConfig) -> _ClipDims:
+def _check_reference_config(config: MuseConfig) -> None:
     if tuple(config.head.scales) != REFERENCE_SCALES:
         raise ValueError(f"the reference builds the pyramid for scales {REFERENCE_SCALES} only; "
                          f"config {config.name!r} has {tuple(config.head.scales)}")
@@ -163,17 +150,6 @@ def _clip_dims(config: MuseConfig) -> _ClipDims:
         if width % 64:
             # The reference derives heads as width // 64; MultiheadAttention needs a positive divisor.
             raise ValueError(f"CLIP width {width} is not a multiple of 64, as the reference assumes")
-    return _ClipDims(
-        embed_dim=config.text.output_dim,
-        vision_width=config.vision.width,
-        vision_layers=config.vision.layers,
-        patch_size=config.vision.patch_size,
-        grid=config.vision.grid,
-        context_length=config.text.context_length,
-        vocab_size=config.text.vocab_size,
-        text_width=config.text.width,
-        text_layers=config.text.layers,
-    )
 
 
 def _residual_block_draws(width: int) -> list[tuple[str, Callable[[], Any]]]:
@@ -202,7 +178,8 @@ def reference_draw_plan(config: MuseConfig) -> list[tuple[ReplayStep, Callable[[
     Each entry pairs a description with a zero-argument callable that performs the same draws. Building
     the plan draws nothing; `replay_reference_generator` runs it.
     """
-    d = _clip_dims(config)
+    _check_reference_config(config)
+    v, t, embed_dim = config.vision, config.text, config.text.output_dim
     vis = "module_clip.py VisualTransformer.__init__"
     txt = "module_clip.py CLIP.__init__ (text Transformer)"
     init = "module_clip.py CLIP.initialize_parameters"
@@ -211,48 +188,46 @@ def reference_draw_plan(config: MuseConfig) -> list[tuple[ReplayStep, Callable[[
     def add(where: str, what: str, fn: Callable[[], Any]) -> None:
         plan.append((ReplayStep(where, what), fn))
 
-    vw, tw = d.vision_width, d.text_width
-    add(vis, f"nn.Conv2d(3, {vw}, {d.patch_size}, stride={d.patch_size}, bias=False) default init",
-        lambda: nn.Conv2d(3, vw, kernel_size=d.patch_size, stride=d.patch_size, bias=False))
+    vw, tw = v.width, t.width
+    add(vis, f"nn.Conv2d(3, {vw}, {v.patch_size}, stride={v.patch_size}, bias=False) default init",
+        lambda: nn.Conv2d(3, vw, kernel_size=v.patch_size, stride=v.patch_size, bias=False))
     add(vis, f"torch.randn({vw}) class_embedding", _randn((vw,)))
-    add(vis, f"torch.randn({d.grid ** 2 + 1}, {vw}) positional_embedding", _randn((d.grid ** 2 + 1, vw)))
-    for i in range(d.vision_layers):
+    add(vis, f"torch.randn({v.grid ** 2 + 1}, {vw}) positional_embedding", _randn((v.grid ** 2 + 1, vw)))
+    for i in range(v.layers):
         for what, fn in _residual_block_draws(vw):
             add(f"{vis} (visual block {i})", what, fn)
-    add(vis, f"torch.randn({vw}, {d.embed_dim}) proj", _randn((vw, d.embed_dim)))
-    for i in range(d.text_layers):
+    add(vis, f"torch.randn({vw}, {embed_dim}) proj", _randn((vw, embed_dim)))
+    for i in range(t.layers):
         for what, fn in _residual_block_draws(tw):
             add(f"{txt} (text block {i})", what, fn)
-    add("module_clip.py CLIP.__init__", f"nn.Embedding({d.vocab_size}, {tw}) default init (normal_)",
-        lambda: nn.Embedding(d.vocab_size, tw))
-    add(init, f"normal_(std=0.02) token_embedding {d.vocab_size}x{tw}", _normal((d.vocab_size, tw), 0.02))
-    add(init, f"normal_(std=0.01) positional_embedding {d.context_length}x{tw}",
-        _normal((d.context_length, tw), 0.01))
-    proj_std = tw ** -0.5 * (2 * d.text_layers) ** -0.5
+    add("module_clip.py CLIP.__init__", f"nn.Embedding({t.vocab_size}, {tw}) default init (normal_)",
+        lambda: nn.Embedding(t.vocab_size, tw))
+    add(init, f"normal_(std=0.02) token_embedding {t.vocab_size}x{tw}", _normal((t.vocab_size, tw), 0.02))
+    add(init, f"normal_(std=0.01) positional_embedding {t.context_length}x{tw}",
+        _normal((t.context_length, tw), 0.01))
+    proj_std = tw ** -0.5 * (2 * t.layers) ** -0.5
     attn_std = tw ** -0.5
     fc_std = (2 * tw) ** -0.5
-    for i in range(d.text_layers):
+    for i in range(t.layers):
         where = f"{init} (text block {i})"
         add(where, f"normal_ attn.in_proj_weight {3 * tw}x{tw}", _normal((3 * tw, tw), attn_std))
         add(where, f"normal_ attn.out_proj.weight {tw}x{tw}", _normal((tw, tw), proj_std))
         add(where, f"normal_ mlp.c_fc.weight {4 * tw}x{tw}", _normal((4 * tw, tw), fc_std))
         add(where, f"normal_ mlp.c_proj.weight {tw}x{4 * tw}", _normal((tw, 4 * tw), proj_std))
-    add(init, f"normal_ text_projection {tw}x{d.embed_dim}", _normal((tw, d.embed_dim), tw ** -0.5))
+    add(init, f"normal_ text_projection {tw}x{embed_dim}", _normal((tw, embed_dim), tw ** -0.5))
     return plan
 
 
-class _Float32Cpu:
+@contextmanager
+def _float32_cpu() -> Iterator[None]:
     """Run a block with float32 as default dtype and the CPU as default device, restoring both after."""
-
-    def __enter__(self) -> None:
-        self._dtype = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float32)
-        self._device = torch.device("cpu")
-        self._device.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._device.__exit__(*exc)
-        torch.set_default_dtype(self._dtype)
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.device("cpu"):
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
 
 
 def replay_reference_generator(config: MuseConfig, seed: int = 42) -> list[ReplayStep]:
@@ -263,7 +238,7 @@ def replay_reference_generator(config: MuseConfig, seed: int = 42) -> list[Repla
     the point). Returns the steps performed, in order.
     """
     plan = reference_draw_plan(config)
-    with _Float32Cpu(), torch.no_grad():
+    with _float32_cpu(), torch.no_grad():
         torch.manual_seed(seed)
         for _, fn in plan:
             fn()
@@ -277,16 +252,9 @@ def make_pyramid_sidecar(config: MuseConfig, seed: int = 42) -> dict[str, torch.
     """
     with torch.random.fork_rng(devices=[]):
         replay_reference_generator(config, seed)
-        with _Float32Cpu():
+        with _float32_cpu():
             pyramid = FeaturePyramid(config.head, config.vision)
     return {k: v.detach().to(torch.float32).contiguous().clone() for k, v in pyramid.state_dict().items()}
-
-
-def expected_sidecar_shapes(config: MuseConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape a sidecar for `config` must have (built on the meta device: no memory, no draws)."""
-    with torch.device("meta"):
-        pyramid = FeaturePyramid(config.head, config.vision)
-    return {k: tuple(v.shape) for k, v in pyramid.state_dict().items()}
 
 
 def sidecar_checksum(state: Mapping[str, torch.Tensor]) -> str:
@@ -306,55 +274,14 @@ def save_sidecar(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]
     Metadata always holds the format tag, torch version and checksum; `meta` (e.g. seed, backbone) is
     added with values turned into strings. Returns the checksum.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     checksum = sidecar_checksum(tensors)
     metadata = {str(k): str(v) for k, v in (meta or {}).items()}
     metadata.update(format=FORMAT_TAG, torch_version=torch.__version__, sha256=checksum)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pyramid-", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        chmod_like_new_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
     return checksum
-
-
-def chmod_like_new_file(path: str | os.PathLike[str]) -> None:
-    """Give `path` the mode a plain new file gets (0666 less the umask): mkstemp and safetensors create
-    files owner-only, which would hide shared weights from the rest of a group."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def read_sidecar_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The sidecar's metadata (empty when it has none); clear errors for missing or unreadable files."""
-    meta, _ = _open(path, read_tensors=False)
-    return meta
-
-
-def _open(path: str | os.PathLike[str], read_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pyramid sidecar not found: {path}")
-    try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()} if read_tensors else {}
-    except Exception as e:  # safetensors raises its own error types for bad headers and short files
-        raise ValueError(f"{path} is not a readable safetensors pyramid sidecar "
-                         f"(corrupt or truncated?): {e}") from e
-    return meta, tensors
 
 
 def load_sidecar(path: str | os.PathLike[str], config: MuseConfig | None = None) -> dict[str, torch.Tensor]:
@@ -364,7 +291,18 @@ def load_sidecar(path: str | os.PathLike[str], config: MuseConfig | None = None)
     a backbone mismatch, a checksum mismatch, or keys that are missing, unexpected, mis-shaped or not
     float32 (all listed in one message). Returns float32 CPU tensors keyed `mamba_stages.*`.
     """
-    meta, state = _open(path, read_tensors=True)
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pyramid sidecar not found: {path}")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers and short files
+        raise ValueError(f"{path} is not a readable safetensors pyramid sidecar "
+                         f"(corrupt or truncated?): {e}") from e
     fmt = meta.get("format")
     if fmt is not None and fmt != FORMAT_TAG:
         raise ValueError(f"{path}: sidecar format {fmt!r} is not {FORMAT_TAG!r}")
@@ -376,22 +314,16 @@ def load_sidecar(path: str | os.PathLike[str], config: MuseConfig | None = None)
     elif backbone is not None and backbone != config.name:
         # B/32 and B/16 pyramids have identical shapes but different values: refuse silently wrong weights.
         raise ValueError(f"{path}: sidecar was made for backbone {backbone!r}, not {config.name!r}")
-    expected = expected_sidecar_shapes(config)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = sorted(f"{k}: {tuple(state[k].shape)} (expected {expected[k]})"
-                       for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    bad_dtype = sorted(f"{k}: {state[k].dtype}" for k in set(expected) & set(state)
-                       if state[k].dtype != torch.float32)
-    problems = []
-    if missing:
-        problems.append("missing keys: " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected keys: " + ", ".join(unexpected))
-    if bad_shape:
-        problems.append("wrong shapes: " + "; ".join(bad_shape))
-    if bad_dtype:
-        problems.append("not float32: " + "; ".join(bad_dtype))
+    with torch.device("meta"):  # the expected shapes, without memory or draws
+        expected = {k: tuple(v.shape) for k, v in FeaturePyramid(config.head, config.vision).state_dict().items()}
+    both = set(expected) & set(state)
+    problems = [f"{title}: {sep.join(items)}" for title, sep, items in (
+        ("missing keys", ", ", sorted(set(expected) - set(state))),
+        ("unexpected keys", ", ", sorted(set(state) - set(expected))),
+        ("wrong shapes", "; ", sorted(f"{k}: {tuple(state[k].shape)} (expected {expected[k]})"
+                                      for k in both if tuple(state[k].shape) != expected[k])),
+        ("not float32", "; ", sorted(f"{k}: {state[k].dtype}" for k in both if state[k].dtype != torch.float32)),
+    ) if items]
     if problems:
         raise ValueError(f"{path} does not match the {config.name} pyramid: " + " | ".join(problems))
     stored = meta.get("sha256")

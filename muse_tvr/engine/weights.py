@@ -26,7 +26,6 @@ import torch
 
 from .config import PRESETS, HeadConfig, MuseConfig, TextConfig, VisionConfig
 from .model import REFERENCE_PREFIXES, MuseModel
-from .sidecar import chmod_like_new_file
 
 # Keys in OpenAI's archive that are hyper-parameters, not weights (the reference deletes them too).
 _CLIP_META_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -128,8 +127,7 @@ class _ArchiveUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise CheckpointError(f"{self._path}: unexpected record reference {pid!r} in the archive")
-        _, storage_type, key, _location, numel = pid
-        dtype = storage_type
+        _, dtype, key, _location, numel = pid
         if not isinstance(dtype, torch.dtype):
             raise CheckpointError(f"{self._path}: data record {key} has no tensor type")
         raw = self._zf.read(f"{self._prefix}/data/{key}")
@@ -244,16 +242,15 @@ def _same_head(a: HeadConfig, b: HeadConfig) -> bool:
 
 
 # ----- loading into a model -------------------------------------------------------------------------
+def _rename(key: str, prefixes: dict[str, str]) -> str | None:
+    """`key` with its first matching old prefix replaced by the new one (None when none matches)."""
+    return next((new + key[len(old):] for old, new in prefixes.items() if key.startswith(old)), None)
+
+
 def model_to_reference_names(model: MuseModel) -> dict[str, torch.Tensor]:
     """The model's state dict under the reference checkpoint's names (clip.*, MS_mamba.*, mamba_stages.*)."""
     back = {v: k for k, v in REFERENCE_PREFIXES.items()}
-    out = {}
-    for k, v in model.state_dict().items():
-        for ours, ref in back.items():
-            if k.startswith(ours):
-                out[ref + k[len(ours):]] = v
-                break
-    return out
+    return {ref: v for k, v in model.state_dict().items() if (ref := _rename(k, back)) is not None}
 
 
 def load_reference_names(model: MuseModel, sd: dict[str, torch.Tensor], parts: tuple[str, ...]) -> None:
@@ -270,15 +267,11 @@ def load_reference_names(model: MuseModel, sd: dict[str, torch.Tensor], parts: t
                         for k in set(given) & set(expected) if given[k].shape != expected[k].shape)
     if missing or unexpected or mismatched:
         raise CheckpointError(_mismatch_report(missing, unexpected, mismatched))
-    ours = dict(model.named_parameters())
-    ours.update(dict(model.named_buffers()))
+    ours = model.state_dict(keep_vars=True)
     with torch.no_grad():
         for k, v in given.items():
-            for ref, attr in REFERENCE_PREFIXES.items():
-                if k.startswith(ref):
-                    target = ours[attr + k[len(ref):]]
-                    target.copy_(v.to(target.dtype))
-                    break
+            target = ours[_rename(k, REFERENCE_PREFIXES)]
+            target.copy_(v.to(target.dtype))
     for p in parts:
         model.weight_sources[p] = "loaded"
 
@@ -353,7 +346,10 @@ def save_pretrained(model: MuseModel, directory: str | os.PathLike) -> Path:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model_to_reference_names(model).items()}
     tmp = directory / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG})
-    chmod_like_new_file(tmp)
+    # safetensors creates files owner-only, which would hide shared weights from the rest of a group.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     os.replace(tmp, directory / "model.safetensors")
     meta = {"format": FORMAT_TAG, "config": model.config.to_dict(), "weight_sources": model.weight_sources}
     (directory / "config.json").write_text(json.dumps(meta, indent=2))

@@ -29,6 +29,7 @@ shapes, bytes): a gallery only accepts embeddings from the model that made it.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -70,16 +71,12 @@ def model_fingerprint(model) -> str:
 
 # ----- atomic file helpers --------------------------------------------------------------------------
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # some platforms cannot open a directory; the rename is still atomic
         fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _tmp_name(path: Path) -> Path:
@@ -103,12 +100,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-def _embedding_bytes(emb: np.ndarray) -> bytes:
-    from safetensors.numpy import save
-
-    return save({TENSOR: np.ascontiguousarray(emb, dtype=np.float32)}, metadata={"format": FORMAT_TAG})
 
 
 def _sha256(data: bytes) -> str:
@@ -201,11 +192,10 @@ class Gallery:
                     raise GalleryError(f"{root}: embedding dim {g.manifest['dim']} != model's {dim}")
                 g.writable = True
             else:
-                manifest = {"format": FORMAT_TAG, "model": model_info, "dim": int(dim), "dtype": "float32",
-                            "shards": [], "pending": [], "next_shard": 1, "superseded": 0, "failed": {},
-                            "created": time.time()}
-                atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1).encode())
-                g = cls(root, manifest, writable=True)
+                g = cls(root, {"format": FORMAT_TAG, "model": model_info, "dim": int(dim), "dtype": "float32",
+                               "shards": [], "pending": [], "next_shard": 1, "superseded": 0, "failed": {},
+                               "created": time.time()}, writable=True)
+                g._save_manifest()
             g._lock_fd = lock_fd
             g._remove_orphans()
             return g
@@ -255,10 +245,7 @@ class Gallery:
 
     def entries(self) -> list[dict]:
         """Metadata of every row, in row order (reads every shard's JSON)."""
-        out: list[dict] = []
-        for s in self.manifest["shards"]:
-            out.extend(self.shard_entries(s["name"]))
-        return out
+        return [e for s in self.manifest["shards"] for e in self.shard_entries(s["name"])]
 
     def entry(self, row: int) -> dict:
         i = int(np.searchsorted(self._offsets, row, side="right")) - 1
@@ -274,11 +261,8 @@ class Gallery:
         """bool (rows,): False for rows superseded by a later row of the same key."""
         if not self.has_superseded:
             return np.ones(len(self), dtype=bool)
-        last: dict[str, int] = {}
-        for i, e in enumerate(self.entries()):
-            last[e["key"]] = i
         mask = np.zeros(len(self), dtype=bool)
-        mask[list(last.values())] = True
+        mask[[row for row, _ in self.latest().values()]] = True
         return mask
 
     def latest(self) -> dict[str, tuple[int, dict]]:
@@ -356,7 +340,9 @@ class Gallery:
         self.manifest["next_shard"] += 1
         self.manifest.setdefault("pending", []).append(name)
         self._save_manifest()
-        emb_bytes = _embedding_bytes(emb)
+        from safetensors.numpy import save
+
+        emb_bytes = save({TENSOR: np.ascontiguousarray(emb, dtype=np.float32)}, metadata={"format": FORMAT_TAG})
         meta_bytes = json.dumps({"entries": entries}).encode()
         atomic_write_bytes(self.root / (name + ".safetensors"), emb_bytes)
         atomic_write_bytes(self.root / (name + ".json"), meta_bytes)
@@ -410,32 +396,24 @@ class Gallery:
         shards = self.manifest["shards"]
         live = self.live_mask()
         self._keys = None
+        spans = [(self._offsets[i], self._offsets[i + 1]) for i in range(len(shards))]
         small = [i for i, s in enumerate(shards) if s["rows"] < small_rows]
-        has_dead = not live.all()
-        if len(small) < 2 and not has_dead:
+        if len(small) < 2 and live.all():
             return False
-        merge = set(small) | ({i for i, s in enumerate(shards)
-                               if not live[self._offsets[i]:self._offsets[i + 1]].all()} if has_dead else set())
-        merge_list = sorted(merge)
-        rows = np.concatenate([np.arange(self._offsets[i], self._offsets[i + 1]) for i in merge_list])
+        merge = [i for i, (a, b) in enumerate(spans) if i in small or not live[a:b].all()]
+        rows = np.concatenate([np.arange(*spans[i]) for i in merge])
         rows = rows[live[rows]]
         all_entries = self.entries()
-        new_entries = [all_entries[r] for r in rows]
-        new_emb = self.embeddings(rows)
         keep = [s for i, s in enumerate(shards) if i not in merge]
-        old = [shards[i]["name"] for i in merge_list]
         if len(rows):
-            keep.append(self._write_shard(new_emb, new_entries))
+            keep.append(self._write_shard(self.embeddings(rows), [all_entries[r] for r in rows]))
         self.manifest["shards"] = keep
         self.manifest["superseded"] = 0
         self._save_manifest()
-        for name in old:  # only after the manifest no longer lists them
+        for i in merge:  # only after the manifest no longer lists them
             for suffix in (".safetensors", ".json"):
-                try:
-                    (self.root / (name + suffix)).unlink()
-                except FileNotFoundError:
-                    pass
-            self._entry_cache.pop(name, None)
+                (self.root / (shards[i]["name"] + suffix)).unlink(missing_ok=True)
+            self._entry_cache.pop(shards[i]["name"], None)
         return True
 
     def _remove_orphans(self) -> None:

@@ -34,6 +34,4 @@ def pad_frames(frames: torch.Tensor, max_frames: int) -> tuple[torch.Tensor, tor
         raise ValueError(f"{t} frames exceed max_frames={max_frames}; sample them down first")
     out = frames.new_zeros((max_frames, *frames.shape[1:]))
     out[:t] = frames
-    mask = torch.zeros(max_frames)
-    mask[:t] = 1.0
-    return out, mask
+    return out, (torch.arange(max_frames) < t).float()

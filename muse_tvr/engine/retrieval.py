@@ -90,9 +90,7 @@ def compute_metrics(sim: np.ndarray) -> dict:
     if ranks.size == 0:
         raise ValueError("every diagonal entry is NaN: no rank can be computed")
     return {
-        "R1": float(np.sum(ranks == 0)) * 100 / len(ranks),
-        "R5": float(np.sum(ranks < 5)) * 100 / len(ranks),
-        "R10": float(np.sum(ranks < 10)) * 100 / len(ranks),
+        **{f"R{k}": float(np.sum(ranks < k)) * 100 / len(ranks) for k in (1, 5, 10)},
         "MdR": float(np.median(ranks) + 1),
         "MnR": float(np.mean(ranks) + 1),
         "ranks": (ranks + 1).tolist(),

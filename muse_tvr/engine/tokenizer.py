@@ -63,12 +63,9 @@ def byte_to_symbol() -> dict[int, str]:
     whitespace and every byte string has a reversible spelling.
     """
     visible = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in visible}
-    extra = 256
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(extra)
-            extra += 1
+    table = {b: chr(b) for b in visible}  # insertion order is vocabulary order: visible bytes first
+    rest = [b for b in range(256) if b not in table]
+    table.update({b: chr(256 + i) for i, b in enumerate(rest)})
     return table
 
 
@@ -115,8 +112,6 @@ class ClipTokenizer:
                              f"expected {VOCAB_SIZE}")
         self.decoder: list[str] = vocab_list
         self._byte_decoder = {sym: b for b, sym in byte_to_symbol().items()}
-        # Lets str.translate spell a Latin-1 view of UTF-8 bytes in BPE symbols in one C-level pass.
-        self._spell = dict(byte_to_symbol())
         # No normaliser or pre-tokenizer: words reach the model already split and spelled, and the model
         # only runs the merges. unk_token stays None because every byte symbol is in the vocabulary.
         self._bpe = Tokenizer(BPE(vocab=self.encoder, merges=merges, end_of_word_suffix=END_OF_WORD))
@@ -125,15 +120,12 @@ class ClipTokenizer:
     def vocab_size(self) -> int:
         return len(self.decoder)
 
-    def _pretokens(self, text: str) -> list[str]:
-        return _PRETOKEN.findall(clean_text(text))
-
-    def _spell_word(self, word: str) -> str:
-        return word.encode("utf-8").decode("latin-1").translate(self._spell)
-
     def _encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        words_per_text = [self._pretokens(t) for t in texts]
-        plain = [[self._spell_word(w) for w in words if w not in _SPECIAL_IDS] for words in words_per_text]
+        words_per_text = [_PRETOKEN.findall(clean_text(t)) for t in texts]
+        # str.translate spells a Latin-1 view of each word's UTF-8 bytes in BPE symbols in one C-level pass.
+        spell = byte_to_symbol()
+        plain = [[w.encode("utf-8").decode("latin-1").translate(spell) for w in words if w not in _SPECIAL_IDS]
+                 for words in words_per_text]
         encodings = self._bpe.encode_batch(plain, is_pretokenized=True, add_special_tokens=False)
         out = []
         for words, enc in zip(words_per_text, encodings):
@@ -144,15 +136,8 @@ class ClipTokenizer:
             per_word: list[list[int]] = [[] for w in words if w not in _SPECIAL_IDS]
             for tid, wid in zip(enc.ids, enc.word_ids):
                 per_word[wid].append(tid)
-            ids: list[int] = []
-            k = 0
-            for w in words:
-                if w in _SPECIAL_IDS:
-                    ids.append(_SPECIAL_IDS[w])
-                else:
-                    ids.extend(per_word[k])
-                    k += 1
-            out.append(ids)
+            ordinary = iter(per_word)
+            out.append([i for w in words for i in ([_SPECIAL_IDS[w]] if w in _SPECIAL_IDS else next(ordinary))])
         return out
 
     def encode(self, text: str) -> list[int]:

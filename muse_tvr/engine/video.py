@@ -82,13 +82,6 @@ class SampledVideo:
 
 
 # ----- sampling: pure index arithmetic ----------------------------------------------------------
-def sampling_step(fps: float) -> int:
-    """Frames between two samples: the reference truncates the rate to an int (29.97 -> 29)."""
-    if not np.isfinite(fps) or fps <= 0:
-        raise ValueError(f"frame rate must be positive, got {fps}")
-    return max(1, int(fps))
-
-
 def uniform_subsample(n: int, max_frames: int) -> list[int]:
     """Positions kept out of n candidates: all if n <= max_frames, else linspace(0, n-1, max_frames)."""
     if max_frames < 1:
@@ -102,7 +95,9 @@ def reference_indices(frame_count: int, fps: float, max_frames: int) -> list[int
     """Frame numbers the reference loader keeps from a video of `frame_count` frames at `fps`."""
     if frame_count < 0:
         raise ValueError(f"frame_count must be >= 0, got {frame_count}")
-    per_second = list(range(0, frame_count, sampling_step(fps)))
+    if not np.isfinite(fps) or fps <= 0:
+        raise ValueError(f"frame rate must be positive, got {fps}")
+    per_second = range(0, frame_count, max(1, int(fps)))  # the reference truncates the rate: 29.97 -> 29
     return [per_second[i] for i in uniform_subsample(len(per_second), max_frames)]
 
 
@@ -127,12 +122,6 @@ def resize_center_crop(image, size: int = 224):
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     return image.crop((left, top, left + size, top + size)).convert("RGB")
-
-
-def _crop_array(frame: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(resize_center_crop(Image.fromarray(frame), size))
 
 
 # ----- video files --------------------------------------------------------------------------------
@@ -337,10 +326,8 @@ def load_frame_folder(folder: str | os.PathLike, size: int = 224, max_frames: in
     images = frame_images(folder)
     if not images:
         raise VideoError(f"{folder}: holds no frame images ({', '.join(IMAGE_EXTENSIONS)})")
-    if fps is None:
-        indices = [list(range(len(images)))[i] for i in uniform_subsample(len(images), max_frames)]
-    else:
-        indices = reference_indices(len(images), fps, max_frames)
+    n = len(images)
+    indices = uniform_subsample(n, max_frames) if fps is None else reference_indices(n, fps, max_frames)
     frames = []
     for i in indices:
         try:
@@ -349,14 +336,15 @@ def load_frame_folder(folder: str | os.PathLike, size: int = 224, max_frames: in
         except (UnidentifiedImageError, OSError) as e:
             raise VideoError(f"{images[i]}: cannot read frame image ({_reason(e)})") from e
     return SampledVideo(source=str(folder), frames=np.stack(frames), indices=indices,
-                        frame_count=len(images), fps=fps,
-                        duration=len(images) / fps if fps else float(len(images)), kind="frames")
+                        frame_count=n, fps=fps, duration=n / fps if fps else float(n), kind="frames")
 
 
 def load_array(frames: np.ndarray | torch.Tensor, size: int = 224, max_frames: int = 12,
                fps: float | None = None, name: str = "<array>") -> SampledVideo:
     """In-memory uint8 RGB frames (N, H, W, 3). With `fps` they are treated as every decoded frame and
     sampled at one per second; without, as already sampled (only the linspace step applies)."""
+    from PIL import Image
+
     arr = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise VideoError(f"{name}: frames must be (N, H, W, 3) RGB, got shape {arr.shape}")
@@ -366,7 +354,8 @@ def load_array(frames: np.ndarray | torch.Tensor, size: int = 224, max_frames: i
         raise VideoError(f"{name}: frames array is empty, shape {arr.shape}")
     n = arr.shape[0]
     indices = uniform_subsample(n, max_frames) if fps is None else reference_indices(n, fps, max_frames)
-    out = np.stack([_crop_array(np.ascontiguousarray(arr[i]), size) for i in indices])
+    out = np.stack([np.asarray(resize_center_crop(Image.fromarray(np.ascontiguousarray(arr[i])), size))
+                    for i in indices])
     return SampledVideo(source=name, frames=out, indices=indices, frame_count=n, fps=fps,
                         duration=n / fps if fps else None, kind="array")
 
@@ -412,15 +401,11 @@ def find_videos(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Pa
             ignored.extend(root_p / f for f in names
                            if Path(f).suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
                            and not f.startswith("."))
-    seen, unique = set(), []
+    unique: dict[Path, Path] = {}  # resolved path -> the first spelling given
     for v in videos:
         try:
-            key = v.resolve(strict=True)
+            unique.setdefault(v.resolve(strict=True), v)
         except (OSError, RuntimeError) as e:  # a symlink loop or a dangling link: skip it, go on
             warnings.warn(f"{v}: skipped, cannot follow the link ({getattr(e, 'strerror', None) or e})",
                           UserWarning, stacklevel=2)
-            continue
-        if key not in seen:
-            seen.add(key)
-            unique.append(v)
-    return unique, ignored
+    return list(unique.values()), ignored

@@ -5,17 +5,16 @@ PTX entry name, the parameter list (the kernel's own arguments in order, then ex
 pointers Triton appends, which TensorRT passes as null), zero global scratch, shared memory within the
 architecture's limit, the `.target`, and a `.version` line that honours a requested PTX ISA cap.
 
-The test session runs with TRITON_INTERPRET=1, in which Triton cannot compile, so all kernels are
+The tests run with TRITON_INTERPRET=1 (tests/conftest.py), in which Triton cannot compile, so all kernels are
 compiled once, in one clean child process (`aot.compile_isolated`); the tests then inspect the results.
 """
 from __future__ import annotations
 
 import pytest
 
-from muse_tvr.kernels import aot
+from muse_tvr.kernels import aot, triton_interpreting
 
 ARCHS = (80, 89, 90)
-PART_A_MODULES = ("muse_tvr.kernels.selective_scan.triton_scan", "muse_tvr.kernels.causal_conv.triton_conv")
 PYRAMID = "muse_tvr.kernels.pyramid.triton_pyramid"
 
 SPECS, ABSENT = aot.project_aot_specs()
@@ -98,6 +97,17 @@ def test_ptx_cap_below_architecture_minimum_is_rejected():
         aot.check_ptx_cap(90, 78)
     with pytest.raises(ValueError, match="cannot target sm_90"):
         aot.compile_isolated([_req("pyramid_cls_copy", 90, ptx_version=78)])
+
+
+@pytest.mark.parametrize("value", ["1", "0", "", "true", "TRUE", "on", "yes", "y", "false", "off", "no", "2", " 1"])
+def test_interpreting_reads_the_variable_as_triton_does(monkeypatch, value):
+    """The project's one interpreter check agrees with Triton's own reading of TRITON_INTERPRET (which
+    decides what @triton.jit builds), and is read at call time."""
+    knobs = pytest.importorskip("triton.knobs")  # Triton >= 3.4
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert triton_interpreting() == bool(knobs.runtime.interpret)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not triton_interpreting()
 
 
 def test_in_process_compile_refuses_interpreter_mode():

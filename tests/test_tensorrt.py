@@ -16,7 +16,7 @@ import torch
 
 from muse_tvr.export import tensorrt_build as tb
 from muse_tvr.export import tensorrt_plugins as tp
-from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE, PYRAMID_SEQUENCE
+from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_ATTRIBUTES, PLUGIN_NAMESPACE, PYRAMID_SEQUENCE
 
 from helpers import assert_close
 
@@ -81,7 +81,7 @@ def test_exported_nodes_match_plugin_registrations(exported):
             assert attrs["aot"].i == 1
             assert len(node.input) == len(sig.inputs)
             assert len(node.output) == len(sig.outputs)
-            op_attrs = {k: v for k, v in attrs.items() if k not in tp.PARSER_ATTRIBUTES}
+            op_attrs = {k: v for k, v in attrs.items() if k not in PLUGIN_ATTRIBUTES}
             assert sorted(op_attrs) == sorted(a for a, _ in sig.attributes)
             for name, kind in sig.attributes:
                 assert onnx_kind[op_attrs[name].type] == kind, name
@@ -156,12 +156,14 @@ def test_io_type_check():
 
 # ============================================================================================ shapes
 def test_shape_functions():
+    from muse_tvr.kernels.pyramid import scale_grid
+
     assert tp.scan_output_dims((2, 9, 32)) == (2, 9, 32)
     with pytest.raises(ValueError, match="rank 3"):
         tp.scan_output_dims((2, 9))
     for scales, grid in (([0.5, 1.0, 2.0], 7), ([1.0], 7), ([0.25, 0.5, 1.0, 2.0], 8)):
-        assert tp.pyramid_output_dims((3, 5, 1 + grid * grid, 16), scales, grid) == (
-            3, 5 * tp.pyramid_tokens_per_frame(scales, grid), 16)
+        per_frame = 1 + sum(scale_grid(grid, s) ** 2 for s in scales)
+        assert tp.pyramid_output_dims((3, 5, 1 + grid * grid, 16), scales, grid) == (3, 5 * per_frame, 16)
     # against the op's own reference on real tensors (ViT-B/32 grid 7, scales 0.5/1/2)
     from muse_tvr.engine.config import get_config
     from muse_tvr.engine.model import MuseModel
@@ -183,7 +185,7 @@ def test_scan_int_args_are_contiguous_strides():
     bsz, length, d, n = 2, 9, 24, 16
     u = torch.empty(bsz, length, d)
     bc = torch.empty(bsz, length, n)
-    vals = tp.scan_int_args(bsz, length, d, n)
+    vals = tp.scan_int_args(length, d, n)
     assert (vals["s_ub"], vals["s_ul"]) == u.stride()[:2] == (vals["s_dtb"], vals["s_dtl"]) == (vals["s_zb"], vals["s_zl"])
     assert (vals["s_bcb"], vals["s_bcl"]) == bc.stride()[:2]
     spec = tp.scan_kernel_spec("FP32", n)
@@ -216,7 +218,7 @@ def test_aot_launch_recipe_runs_on_interpreter():
     grid = (launch["grid_x"], launch["grid_y"], launch["grid_z"])
     assert launch["block_x"] == 32 * spec["options"]["num_warps"]
     out = torch.empty(bsz, length, d)
-    ints = tp.ordered_int_args(spec, tp.scan_int_args(bsz, length, d, n))
+    ints = tp.ordered_int_args(spec, tp.scan_int_args(length, d, n))
     spec["fn"][grid](*ins, *ints, out, **spec["constexprs"], num_warps=spec["options"]["num_warps"])
     expected = bidirectional_scan_ref(*ins)
     assert_close(out, expected, atol=1e-5, rtol=1e-4, name="scan via AOT launch recipe")

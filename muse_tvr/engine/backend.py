@@ -39,7 +39,8 @@ def _triton_unavailable(device: torch.device) -> str | None:
     import importlib.util
     if importlib.util.find_spec("triton") is None:
         return "backend 'triton' needs the triton package (pip install triton)"
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    from ..kernels import triton_interpreting
+    if device.type != "cuda" and not triton_interpreting():
         return (f"backend 'triton' on {device.type} tensors needs TRITON_INTERPRET=1 set before muse_tvr is "
                 "imported (the interpreter is slow: tests only); use 'auto'")
     return None

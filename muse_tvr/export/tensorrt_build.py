@@ -12,9 +12,9 @@ What it does, in order:
 5. serialises the plan; optionally writes the engine inspector's layer information as JSON.
 
 The pure-Python parts (ONNX inspection, shape-spec parsing, profile derivation, precision decisions)
-import without TensorRT and are tested here. The TensorRT calls follow the documented Python API
-(`tensorrt.Builder`, `OnnxParser`, `IBuilderConfig`, `IEngineInspector`) and were NOT executed on the
-development machines, which cannot install TensorRT (docs/tensorrt.md, "What was verified where").
+import without TensorRT and are tested without it. The TensorRT calls follow the documented Python API
+(`tensorrt.Builder`, `OnnxParser`, `IBuilderConfig`, `IEngineInspector`) and have NOT been executed:
+the test suite runs where TensorRT cannot be installed (docs/tensorrt.md, "What was verified where").
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..kernels.contracts import CONTRACTS, PYRAMID_SEQUENCE
+from ..kernels.contracts import (ATTR_AOT, ATTR_PLUGIN_NAMESPACE, ATTR_PLUGIN_VERSION, CONTRACTS,
+                                 PYRAMID_SEQUENCE)
 from .onnx_export import custom_nodes
 from .tensorrt_plugins import import_tensorrt, plugin_signature
 
@@ -111,18 +112,20 @@ def plugin_problems(facts: OnnxFacts, allow_jit: bool = False) -> list[str]:
         n_var = n["inputs"] - (len(contract.inputs) - 1) if contract.inputs[-1].variadic else None
         sig = plugin_signature(contract, n_var)
         attrs = n["attributes"]
-        if attrs.get("plugin_namespace") != sig.namespace:
-            problems.append(f"node {n['name']}: plugin_namespace {attrs.get('plugin_namespace')!r}, "
+        if attrs.get(ATTR_PLUGIN_NAMESPACE) != sig.namespace:
+            problems.append(f"node {n['name']}: {ATTR_PLUGIN_NAMESPACE} {attrs.get(ATTR_PLUGIN_NAMESPACE)!r}, "
                             f"plugin is {sig.namespace!r}")
-        if str(attrs.get("plugin_version", "1")) != sig.version:
-            problems.append(f"node {n['name']}: plugin_version {attrs.get('plugin_version')!r} != {sig.version!r}")
+        # The parser's own default when a node has no plugin_version is "1".
+        if str(attrs.get(ATTR_PLUGIN_VERSION, "1")) != sig.version:
+            problems.append(f"node {n['name']}: {ATTR_PLUGIN_VERSION} {attrs.get(ATTR_PLUGIN_VERSION)!r} "
+                            f"!= {sig.version!r}")
         if not sig.has_aot and not allow_jit:
             problems.append(
                 f"node {n['name']}: {n['op_type']} has no AOT implementation (its fused kernel is several "
                 "launches), so a plan with it needs Python + muse_tvr at run time. Export with "
                 "`--pyramid decomposed` (TensorRT then runs the pyramid natively), or pass --allow-jit-plugins.")
-        elif sig.has_aot and not int(attrs.get("aot", 0)):
-            problems.append(f"node {n['name']}: aot=0, so TensorRT would use the Python JIT implementation; "
+        elif sig.has_aot and not int(attrs.get(ATTR_AOT, 0)):
+            problems.append(f"node {n['name']}: {ATTR_AOT}=0, so TensorRT would use the Python JIT implementation; "
                             "build from the `plugin` or `plugin-nofunc` export (aot=1)")
     return problems
 
@@ -358,7 +361,7 @@ def _jit_patched_copy(facts: OnnxFacts) -> Path:
         if contract is None or plugin_signature(contract, 1).has_aot:
             continue
         for a in n.attribute:
-            if a.name == "aot" and a.i:
+            if a.name == ATTR_AOT and a.i:
                 a.i = 0
                 changed = True
     if not changed:

@@ -4,8 +4,8 @@ Every plugin is derived from its op contract: the plugin id is `<PLUGIN_NAMESPAC
 ONNX parser maps a node to a plugin by op_type and the node's `plugin_namespace` attribute; the domain is
 ignored), its tensor inputs are the contract's inputs in order, its attributes are the contract's
 op-specific attributes with TensorRT-serialisable Python types, its outputs are the contract's outputs.
-The three attributes the parser itself reads (`plugin_namespace`, `plugin_version`, `aot`) are NOT plugin
-fields: the parser only forwards node attributes whose names the plugin creator lists.
+The three attributes the parser itself reads (`contracts.PLUGIN_ATTRIBUTES`) are NOT plugin fields: the
+parser only forwards node attributes whose names the plugin creator lists.
 
 Implementations
 - `muse::BiSelectiveScan`: an AOT implementation (`tensorrt.plugin.aot_impl`, TensorRT >= 10.9) that
@@ -24,9 +24,9 @@ Implementations
 
 Layout: everything above the "TensorRT registration" line is pure Python (shape arithmetic, the launch
 grid, the int32 argument list, the PTX compile and its ABI checks) and imports without TensorRT, so the
-tests run it here. `register_plugins()` imports `tensorrt.plugin` lazily.
+tests run it without TensorRT. `register_plugins()` imports `tensorrt.plugin` lazily.
 
-NOT verified here: TensorRT cannot be installed on the development machines (see docs/tensorrt.md); the
+NOT verified: the test suite runs where TensorRT cannot be installed (see docs/tensorrt.md); the
 registration code is written against the documented `tensorrt.plugin` API and has not been executed.
 """
 from __future__ import annotations
@@ -36,10 +36,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE, PLUGIN_VERSION, PYRAMID_SEQUENCE, OpContract
+from ..kernels.aot import MIN_PTX_VERSION
+from ..kernels.contracts import (ACTIVATION_TYPES, BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_ATTRIBUTES, PLUGIN_NAMESPACE,
+                                 PLUGIN_VERSION, PYRAMID_SEQUENCE, OpContract)
 
-# The node attributes TensorRT's ONNX parser consumes itself (never plugin fields).
-PARSER_ATTRIBUTES = ("plugin_namespace", "plugin_version", "aot")
 # tensorrt.plugin rules (tensorrt/plugin/_validate.py): namespaces it reserves, attribute names it forbids,
 # the attribute kinds it can serialise, and the version every quickly-deployable plugin reports.
 RESERVED_NAMESPACES = frozenset({"", "trt", "tensorrt", "std"})
@@ -52,8 +52,6 @@ TRITON_TYPE = {"FP32": "fp32", "FP16": "fp16", "BF16": "bf16"}
 # Deployment driver: the PTX ISA baked into a plan must be one the driver that loads the plan can JIT.
 # CUDA 12.4 drivers (>= 550) are the default floor; override with MUSE_TRT_DRIVER_CUDA or driver_cuda=.
 DEFAULT_DRIVER_CUDA = "12.4"
-# Oldest PTX ISA (x10) that can target each compute capability (sm_90a needs 8.0, sm_89 7.8, ...).
-MIN_PTX_FOR_ARCH = {80: 70, 86: 71, 87: 74, 89: 78, 90: 80, 100: 86, 103: 88, 120: 87}
 
 
 # ===================================================================================== signatures
@@ -96,7 +94,7 @@ class PluginSignature:
         return ", ".join(tied if t == "T" else "FP32" for t in self.input_types + self.output_types)
 
     def onnx_attribute_names(self) -> tuple[str, ...]:
-        return tuple(a for a, _ in self.attributes) + PARSER_ATTRIBUTES
+        return tuple(a for a, _ in self.attributes) + PLUGIN_ATTRIBUTES
 
 
 def plugin_signature(contract: OpContract, n_variadic: int | None = None) -> PluginSignature:
@@ -187,7 +185,7 @@ def check_io_types(sig: PluginSignature, input_types: Sequence[str]) -> None:
     if len(input_types) != len(sig.inputs):
         raise ValueError(f"{sig.plugin_id}: {len(input_types)} inputs, the contract has {len(sig.inputs)} "
                          f"({', '.join(sig.inputs)})")
-    allowed = [TRT_TYPE[t] for t in ACTIVATION_ONNX_TYPES]
+    allowed = [TRT_TYPE[t] for t in ACTIVATION_TYPES]
     act = {ty for ty, tv in zip(input_types, sig.input_types) if tv == "T"}
     if len(act) > 1:
         raise ValueError(f"{sig.plugin_id}: activation inputs must share one type, got {sorted(act)}")
@@ -198,9 +196,6 @@ def check_io_types(sig: PluginSignature, input_types: Sequence[str]) -> None:
             raise ValueError(f"{sig.plugin_id}: input {name!r} must be FP32 (SSM parameters), got {ty}")
 
 
-ACTIVATION_ONNX_TYPES = BI_SELECTIVE_SCAN.inputs[0].onnx_types
-
-
 # ====================================================================================== shapes
 def scan_output_dims(u_f_dims: Sequence[Any]) -> tuple[Any, ...]:
     """BiSelectiveScan: y has u_f's shape (B, L, D)."""
@@ -209,23 +204,19 @@ def scan_output_dims(u_f_dims: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(u_f_dims)
 
 
-def pyramid_tokens_per_frame(scales: Sequence[float], grid: int) -> int:
-    """1 CLS token + every level's h*h tokens (h = `scale_grid(grid, s)`)."""
-    from ..engine.config import scale_grid
-
-    return 1 + sum(scale_grid(int(grid), float(s)) ** 2 for s in scales)
-
-
 def pyramid_output_dims(tokens_dims: Sequence[Any], scales: Sequence[float], grid: int) -> tuple[Any, ...]:
-    """MusePyramidSequence: tokens (B, T, 1+g*g, C) -> (B, T * tokens_per_frame, C).
+    """MusePyramidSequence: tokens (B, T, 1+g*g, C) -> (B, sequence_length(T, g, scales), C).
 
     Works on ints and on tensorrt.plugin ShapeExprs. ShapeExpr only defines the operators with itself on
-    the LEFT (no __rmul__), so the symbolic dim always comes first: `t * k`, never `k * t`.
+    the LEFT (no __rmul__); `sequence_length` (scale-wise order) computes `T * (1 + level tokens)`, the
+    symbolic dim first.
     """
     if len(tokens_dims) != 4:
         raise ValueError(f"MusePyramidSequence: tokens must be rank 4 (B, T, 1+g*g, C), got {len(tokens_dims)}")
+    from ..kernels.pyramid import sequence_length
+
     b, t, _, c = tokens_dims
-    return (b, t * pyramid_tokens_per_frame(scales, grid), c)
+    return (b, sequence_length(t, int(grid), [float(s) for s in scales]), c)
 
 
 # ============================================================================== AOT kernel launch
@@ -258,7 +249,7 @@ def scan_kernel_spec(activation: str, d_state: int, block_d: int | None = None) 
     return factory(TRITON_TYPE[activation], int(d_state), block_d or scan_block_d())
 
 
-def scan_int_args(batch: Any, length: Any, d: Any, n: Any) -> dict[str, Any]:
+def scan_int_args(length: Any, d: Any, n: Any) -> dict[str, Any]:
     """The scan kernel's int32 arguments by name, for TensorRT's contiguous (LINEAR) tensors:
     u/delta/z are (B, L, D) so their (batch, row) strides are (L*D, D); B/C are (B, L, N): (L*N, N).
     Works on ints and ShapeExprs (symbolic first in every product)."""
@@ -327,7 +318,7 @@ def ptx_cap(arch: int, driver_cuda: str | None = None) -> int:
 
     driver_cuda = driver_cuda or os.environ.get("MUSE_TRT_DRIVER_CUDA") or DEFAULT_DRIVER_CUDA
     cap = ptx_get_version(str(driver_cuda))
-    need = MIN_PTX_FOR_ARCH.get(int(arch))
+    need = MIN_PTX_VERSION.get(int(arch))
     if need is not None and cap < need:
         raise ValueError(f"a CUDA {driver_cuda} driver JITs PTX ISA up to {cap / 10:.1f}, but sm_{arch} needs "
                          f"PTX ISA >= {need / 10:.1f}: deploy with a newer driver (MUSE_TRT_DRIVER_CUDA)")
@@ -480,8 +471,7 @@ def _autotune_function(sig: PluginSignature, trtp):
 
 def _scan_aot_function(sig: PluginSignature, trt, trtp, driver_cuda: str | None):
     def aot(*args):
-        descs, _, rest = _split(sig, args)
-        outputs = rest[0]
+        descs = _split(sig, args)[0]
         u_f, A_f = descs[0], descs[sig.inputs.index("A_f")]
         check_io_types(sig, [_trt_type_name(trt, d.dtype) for d in descs])
         n_expr = A_f.shape_expr[1]
@@ -496,7 +486,7 @@ def _scan_aot_function(sig: PluginSignature, trt, trtp, driver_cuda: str | None)
         launch = trtp.KernelLaunchParams()
         for k, v in scan_launch(b, d, block_d, kernel.num_warps, kernel.shared, trtp.cdiv).items():
             setattr(launch, k, v)
-        ints = ordered_int_args(spec, scan_int_args(b, length, d, n_expr))
+        ints = ordered_int_args(spec, scan_int_args(length, d, n_expr))
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(v) for v in ints])
         return kernel.name, kernel.ptx, launch, extra
     return aot

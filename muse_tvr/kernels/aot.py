@@ -12,7 +12,7 @@ name -> function(dtype="bf16", ...) returning one spec):
     {"fn": <@triton.jit kernel>, "signature": {param: "*fp32" | "i32" | ... | "constexpr"},
      "constexprs": {param: value}, "grid": "<human description>", "options": {"num_warps": 4, ...}}
 
-Interpreter mode: a process with TRITON_INTERPRET=1 (the test session) cannot compile. Its kernels are
+Interpreter mode: a process with TRITON_INTERPRET=1 (the test run) cannot compile. Its kernels are
 interpreter objects, and the interpreter patches `triton.language` in place while kernels run (calls to
 @triton.jit helpers and to `tl.sum`-style library functions are never unpatched), which breaks code
 generation for the rest of the process. `compile_isolated` therefore compiles in a fresh Python process
@@ -34,12 +34,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import triton_interpreting
+
 # Largest dynamic shared memory one block may use (opt-in maximum), per compute capability, bytes.
 MAX_SHARED_MEMORY = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 
-# Lowest PTX ISA version (as Triton's integer option) that can target each compute capability; asking
-# LLVM for less aborts the whole process, so it is checked before compiling.
-MIN_PTX_VERSION = {80: 70, 86: 71, 87: 74, 89: 78, 90: 80, 100: 86, 120: 87}
+# Lowest PTX ISA version (x10, as Triton's integer option) that can target each compute capability
+# (sm_90a needs 8.0, sm_89 7.8, ...); asking LLVM for less aborts the whole process, so it is checked
+# before compiling. The TensorRT plugins check a deployment driver's PTX cap against it too.
+MIN_PTX_VERSION = {80: 70, 86: 71, 87: 74, 89: 78, 90: 80, 100: 86, 103: 88, 120: 87}
 
 # The kernel modules that define AOT_SPECS. The AOT test walks all of them.
 KERNEL_MODULES = (
@@ -47,10 +50,6 @@ KERNEL_MODULES = (
     "muse_tvr.kernels.selective_scan.triton_scan",
     "muse_tvr.kernels.causal_conv.triton_conv",
 )
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @dataclass
@@ -118,7 +117,7 @@ def compile_kernel(fn: Any, signature: Mapping[str, str], constexprs: Mapping[st
     options: other compile options, e.g. {"num_warps": 8, "num_stages": 2}.
     Not usable under TRITON_INTERPRET=1 (see the module docstring): use `compile_isolated` there.
     """
-    if _interpreting():
+    if triton_interpreting():
         raise RuntimeError("cannot compile Triton kernels in a process with TRITON_INTERPRET=1; "
                            "use muse_tvr.kernels.aot.compile_isolated")
     import triton

@@ -28,16 +28,19 @@ from .pyramid.reference import LAYER_NORM_EPS
 
 DOMAIN = "muse"
 DOMAIN_VERSION = 1
-# TensorRT reads these three attributes: the plugin namespace and version the node binds to, and whether
-# the plugin's ahead-of-time (baked-into-the-plan) implementation should be used.
 PLUGIN_NAMESPACE = "muse"
 PLUGIN_VERSION = "1"
-PLUGIN_ATTRIBUTES = ("plugin_namespace", "plugin_version", "aot")
+# The node attributes TensorRT's ONNX parser reads itself: the plugin namespace and version the node binds
+# to, and whether the plugin's ahead-of-time (baked-into-the-plan) implementation should be used. Every
+# custom node carries them (`OpContract.all_attributes`); they are never plugin fields.
+ATTR_PLUGIN_NAMESPACE = "plugin_namespace"
+ATTR_PLUGIN_VERSION = "plugin_version"
+ATTR_AOT = "aot"
+PLUGIN_ATTRIBUTES = (ATTR_PLUGIN_NAMESPACE, ATTR_PLUGIN_VERSION, ATTR_AOT)
 
 # ONNX type strings for the dtype classes a contract can name.
 ACTIVATION_TYPES = ("tensor(float)", "tensor(float16)")
 FLOAT32 = ("tensor(float)",)
-_TORCH_OF = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,13 @@ class AttrSpec:
         return {"int": "int", "float": "float", "string": "str", "floats": "float[]", "ints": "int[]"}[self.kind]
 
 
+_PLUGIN_ATTR_SPECS = (
+    AttrSpec(ATTR_PLUGIN_NAMESPACE, "string", PLUGIN_NAMESPACE, "TensorRT plugin namespace"),
+    AttrSpec(ATTR_PLUGIN_VERSION, "string", PLUGIN_VERSION, "TensorRT plugin version"),
+    AttrSpec(ATTR_AOT, "int", 0, "1: TensorRT uses the plugin's ahead-of-time implementation"),
+)
+
+
 @dataclass(frozen=True)
 class OpContract:
     name: str          # ONNX op_type == TensorRT plugin name; must not collide with an ONNX built-in
@@ -91,11 +101,7 @@ class OpContract:
         return f"{PLUGIN_NAMESPACE}::{self.name}"
 
     def all_attributes(self) -> tuple[AttrSpec, ...]:
-        return self.attributes + (
-            AttrSpec("plugin_namespace", "string", PLUGIN_NAMESPACE, "TensorRT plugin namespace"),
-            AttrSpec("plugin_version", "string", PLUGIN_VERSION, "TensorRT plugin version"),
-            AttrSpec("aot", "int", 0, "1: TensorRT uses the plugin's ahead-of-time implementation"),
-        )
+        return self.attributes + _PLUGIN_ATTR_SPECS
 
     # ----- torch ---------------------------------------------------------------------------------
     def torch_schema(self) -> str:
@@ -148,7 +154,8 @@ class OpContract:
                 out[a.name] = a.default
         if values:
             raise ValueError(f"{self.name}: unknown attributes {sorted(values)}")
-        out.update(plugin_namespace=PLUGIN_NAMESPACE, plugin_version=PLUGIN_VERSION, aot=int(aot))
+        out.update({ATTR_PLUGIN_NAMESPACE: PLUGIN_NAMESPACE, ATTR_PLUGIN_VERSION: PLUGIN_VERSION,
+                    ATTR_AOT: int(aot)})
         return out
 
     def ort_kernels(self) -> list[tuple[str, str, str]]:
@@ -233,13 +240,6 @@ PYRAMID_SEQUENCE = OpContract(
 )
 
 CONTRACTS: tuple[OpContract, ...] = (BI_SELECTIVE_SCAN, PYRAMID_SEQUENCE)
-
-
-def get_contract(name: str) -> OpContract:
-    for c in CONTRACTS:
-        if name in (c.name, c.torch_name, c.qualified_torch_name):
-            return c
-    raise KeyError(f"no custom op named {name!r}; known: {[c.name for c in CONTRACTS]}")
 
 
 # ================================================================================ torch registration

@@ -11,11 +11,11 @@ The reference is `causal_conv1d_ref` (reverse False / True); `bidirectional_caus
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .. import triton_interpreting
 
 MAX_WIDTH = 4
 
@@ -110,8 +110,7 @@ def bidirectional_causal_conv_triton(x: torch.Tensor, w_f: torch.Tensor, b_f: to
     u_b = torch.empty_like(u_f)
     if u_f.numel() == 0:
         return u_f, u_b
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    dl, dd = default_conv_blocks(d, interpret)
+    dl, dd = default_conv_blocks(d, triton_interpreting())
     block_l, block_d = block_l or dl, block_d or dd
     grid = (bsz, triton.cdiv(length, block_l), triton.cdiv(d, block_d))
     _biconv_kernel[grid](x, w_f, b_f, w_b, b_b, length, d, x.stride(0), x.stride(1), u_f, u_b,

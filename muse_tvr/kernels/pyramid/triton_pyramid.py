@@ -26,7 +26,6 @@ fallbacks warn.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import triton
 import triton.language as tl
 from torch import nn
 
+from .. import triton_interpreting
 from ..params import derived
 from .reference import (LAYER_NORM_EPS, STAGE_LAYOUT, pyramid_level_ref, pyramid_sequence_ref, scale_grid,
                         sequence_length, stage_params)
@@ -201,10 +201,6 @@ def _cls_copy_kernel(
 # ----------------------------------------------------------------------------------------------------
 # launch configuration (shared with the AOT test so that what is checked is what runs)
 # ----------------------------------------------------------------------------------------------------
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 @dataclass(frozen=True)
 class LaunchConfig:
     block_p: int
@@ -218,7 +214,7 @@ def launch_config(channels: int, dtype: torch.dtype, interpret: bool | None = No
     """Tile sizes for C channels. Each program holds a full [BLOCK_P, next_pow2(C)] fp32 accumulator
     because the LayerNorm epilogue needs whole rows; the weight tile [BLOCK_K, BLOCK_C] is kept under
     32 KiB per pipeline stage so two stages fit the 99 KiB shared memory of sm_86/sm_89."""
-    interpret = interpreting() if interpret is None else interpret
+    interpret = triton_interpreting() if interpret is None else interpret
     block_c = max(16, triton.next_power_of_2(channels))
     if interpret:
         # The interpreter runs programs one after another: few, large programs are fastest.
@@ -233,7 +229,7 @@ def launch_config(channels: int, dtype: torch.dtype, interpret: bool | None = No
 def _dot_f32(dtype: torch.dtype) -> bool:
     # The triton 3.8 interpreter multiplies bf16 dot operands as raw bit patterns (garbage); widening
     # them to fp32 first is exact (8-bit mantissa products fit fp32). Never needed on a GPU.
-    return interpreting() and dtype == torch.bfloat16
+    return triton_interpreting() and dtype == torch.bfloat16
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -346,7 +342,7 @@ def _check_tokens(tokens: torch.Tensor, pack: PackedPyramid) -> int:
     for s in pack.scales:
         if s < 1.0 and g < round(1 / s):
             raise ValueError(f"scale {s} pools {round(1 / s)}x{round(1 / s)} but the patch grid is only {g}x{g}")
-    if tokens.device.type == "cpu" and not interpreting():
+    if tokens.device.type == "cpu" and not triton_interpreting():
         raise ValueError("Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 set before import on CPU")
     return g
 

@@ -32,28 +32,27 @@ tensor passed by the caller (output of launch 1, input of launch 2). `AOT_SPECS`
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-# mamba-ssm's softplus threshold.
-SOFTPLUS_THRESHOLD = 20.0
+from .. import triton_interpreting
+
+# mamba-ssm's softplus threshold: softplus(x) = x above it. A constexpr so the kernels can read it.
+SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
 
 
 @triton.jit
-def _scan_step(state, t, valid, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl,
+def _scan_step(state, t, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl,
                offs_d, md, offs_n, mn, A, Dv, bias):
     """Advance one direction's state by the token at t; return (state, y_t, dt_t), fp32.
-    A step with valid == False leaves the state unchanged (dt forced to 0) and returns garbage y."""
-    m = md & valid
-    u = tl.load(u_ptr + t * s_ul + offs_d, mask=m, other=0.0).to(tl.float32)
-    dt = tl.load(dt_ptr + t * s_dtl + offs_d, mask=m, other=0.0).to(tl.float32) + bias
-    dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))
-    dt = tl.where(m, dt, 0.0)
-    Bt = tl.load(B_ptr + t * s_bcl + offs_n, mask=mn & valid, other=0.0).to(tl.float32)
-    Ct = tl.load(C_ptr + t * s_bcl + offs_n, mask=mn & valid, other=0.0).to(tl.float32)
+    Masked-off channels (md False) get dt = 0, so their state stays zero."""
+    u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + t * s_dtl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+    dt = tl.where(dt > SOFTPLUS_THRESHOLD, dt, tl.log(1.0 + tl.exp(dt)))
+    dt = tl.where(md, dt, 0.0)
+    Bt = tl.load(B_ptr + t * s_bcl + offs_n, mask=mn, other=0.0).to(tl.float32)
+    Ct = tl.load(C_ptr + t * s_bcl + offs_n, mask=mn, other=0.0).to(tl.float32)
     state = tl.exp(dt[:, None] * A) * state + (dt * u)[:, None] * Bt[None, :]
     y = tl.sum(state * Ct[None, :], axis=1) + Dv * u
     return state, y, dt
@@ -66,13 +65,12 @@ def _walk_and_combine(state_f, state_b, lo, n,
                       offs_d, md, offs_n, mn, A_f, A_b, D_f, D_b, bias_f, bias_b):
     """Both directions over positions [lo, lo + n), starting from the given states; writes out."""
     half = n // 2
-    one = n >= 0  # a true scalar for "valid"
     for i in range(0, half):
         t_f = lo + i
         t_b = lo + n - 1 - i
-        state_f, y_f, _ = _scan_step(state_f, t_f, one, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl,
+        state_f, y_f, _ = _scan_step(state_f, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl,
                                   offs_d, md, offs_n, mn, A_f, D_f, bias_f)
-        state_b, y_b, _ = _scan_step(state_b, t_b, one, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl,
+        state_b, y_b, _ = _scan_step(state_b, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl,
                                   offs_d, md, offs_n, mn, A_b, D_b, bias_b)
         tl.store(out_ptr + t_f * s_ol + offs_d, y_f.to(out_ptr.dtype.element_ty), mask=md)
         tl.store(out_ptr + t_b * s_ol + offs_d, y_b.to(out_ptr.dtype.element_ty), mask=md)
@@ -81,9 +79,9 @@ def _walk_and_combine(state_f, state_b, lo, n,
     for i in range(half, n):
         t_f = lo + i
         t_b = lo + n - 1 - i
-        state_f, y_f, _ = _scan_step(state_f, t_f, one, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl,
+        state_f, y_f, _ = _scan_step(state_f, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl,
                                   offs_d, md, offs_n, mn, A_f, D_f, bias_f)
-        state_b, y_b, _ = _scan_step(state_b, t_b, one, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl,
+        state_b, y_b, _ = _scan_step(state_b, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl,
                                   offs_d, md, offs_n, mn, A_b, D_b, bias_b)
         # Round each direction to the I/O dtype before summing, as the reference does.
         y_f = y_f.to(out_ptr.dtype.element_ty).to(tl.float32)
@@ -164,15 +162,14 @@ def _biscan_chunk_state_kernel(uf_ptr, dtf_ptr, Bf_ptr, ub_ptr, dtb_ptr, Bb_ptr,
     state_b = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     sum_f = tl.zeros([BLOCK_D], dtype=tl.float32)
     sum_b = tl.zeros([BLOCK_D], dtype=tl.float32)
-    one = n >= 0
     for i in range(0, n):
         t_f = lo + i
         t_b = lo + n - 1 - i
         # y is not needed here; C = B keeps the loads in cache and the step code shared.
-        state_f, _, dt_f = _scan_step(state_f, t_f, one, uf_ptr + pid_b * s_ub, dtf_ptr + pid_b * s_dtb,
+        state_f, _, dt_f = _scan_step(state_f, t_f, uf_ptr + pid_b * s_ub, dtf_ptr + pid_b * s_dtb,
                                 Bf_ptr + pid_b * s_bcb, Bf_ptr + pid_b * s_bcb, s_ul, s_dtl, s_bcl,
                                 offs_d, md, offs_n, mn, A_f, D_f, bias_f)
-        state_b, _, dt_b = _scan_step(state_b, t_b, one, ub_ptr + pid_b * s_ub, dtb_ptr + pid_b * s_dtb,
+        state_b, _, dt_b = _scan_step(state_b, t_b, ub_ptr + pid_b * s_ub, dtb_ptr + pid_b * s_dtb,
                                 Bb_ptr + pid_b * s_bcb, Bb_ptr + pid_b * s_bcb, s_ul, s_dtl, s_bcl,
                                 offs_d, md, offs_n, mn, A_b, D_b, bias_b)
         sum_f += dt_f
@@ -241,15 +238,11 @@ PROGRAMS_PER_SM = 2
 DEFAULT_SM_COUNT = 132
 
 
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def default_block_d(d: int, interpret: bool | None = None) -> int:
     """Channels per program. GPU: 16 ([16, 16] fp32 state per direction = 8 registers per thread per
     direction in one warp), which keeps MUSE's B=16, D=512 grid at 512 programs, ~4 per H100 SM.
     Interpreter: programs run one after another, so fewer, wider programs are much faster."""
-    interpret = interpreting() if interpret is None else interpret
+    interpret = triton_interpreting() if interpret is None else interpret
     if interpret:
         return min(triton.next_power_of_2(max(d, 1)), 64)
     return 16

@@ -96,7 +96,7 @@ def test_pyramid_implementations_match_reference(impl, scales, order):
 
 
 def test_folded_output_map_and_derived_weights_refresh():
-    block = MuseBlock(TINY.head)
+    block = MuseBlock(TINY.head).eval()  # in training mode with grad on, derived values are never cached
     w = block.derived_weights()
     y = torch.randn(5, TINY.head.d_inner)
     with torch.no_grad():

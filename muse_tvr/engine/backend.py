@@ -15,13 +15,12 @@ a `learner(model, tokens, mask) -> (B, C)`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ..kernels import causal_conv, pyramid, selective_scan
+from ..kernels import causal_conv, pyramid, selective_scan, triton_interpreting
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,6 @@ def _triton_unavailable(device: torch.device) -> str | None:
     import importlib.util
     if importlib.util.find_spec("triton") is None:
         return "backend 'triton' needs the triton package (pip install triton)"
-    from ..kernels import triton_interpreting
     if device.type != "cuda" and not triton_interpreting():
         return (f"backend 'triton' on {device.type} tensors needs TRITON_INTERPRET=1 set before muse_tvr is "
                 "imported (the interpreter is slow: tests only); use 'auto'")

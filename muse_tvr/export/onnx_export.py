@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PYRAMID_SEQUENCE, contract_table, register_onnx_schemas
+from ..kernels.contracts import ATTR_AOT, BI_SELECTIVE_SCAN, CONTRACTS, PYRAMID_SEQUENCE, contract_table, register_onnx_schemas
 
 VARIANTS = ("plugin", "portable", "plugin-nofunc")
 PARTS = ("video", "head", "text")
@@ -243,7 +243,7 @@ def _set_aot(proto, aot: bool) -> None:
     for n in proto.graph.node:
         if n.domain == BI_SELECTIVE_SCAN.domain and n.op_type in names:
             for a in n.attribute:
-                if a.name == "aot":
+                if a.name == ATTR_AOT:
                     a.i = int(aot)
 
 

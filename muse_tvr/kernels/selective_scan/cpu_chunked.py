@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reference import _check_shapes
+from .reference import SOFTPLUS_THRESHOLD, _check_shapes
 
 # 32 steps x 512 channels x 16 states x 4 bytes = 1 MiB per (decay, state) buffer at batch 1: fits L2.
 DEFAULT_BLOCK = 32
@@ -44,7 +44,7 @@ def selective_scan_chunked(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     if delta_softplus:
         # torch's softplus has mamba-ssm's threshold (identity above 20) and is within 1 ulp of the
         # reference's where/log1p/exp composition, at ~60% of its cost (scalar log1p dominates there).
-        dt = F.softplus(dt, beta=1.0, threshold=20.0)
+        dt = F.softplus(dt, beta=1.0, threshold=SOFTPLUS_THRESHOLD)
     uf, Bf, Cf, Af = u.float(), B.float(), C.float(), A.float()
     bt, length, d = u.shape
     n = A.shape[1]

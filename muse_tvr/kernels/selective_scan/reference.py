@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 
 
+# mamba-ssm's softplus threshold: identity above it, log1p(exp(x)) below (the kernels use the same value).
+SOFTPLUS_THRESHOLD = 20.0
+
+
 def _softplus(x: torch.Tensor) -> torch.Tensor:
-    # mamba-ssm's threshold: identity above 20, log1p(exp(x)) below.
-    return torch.where(x > 20.0, x, torch.log1p(torch.exp(x)))
+    return torch.where(x > SOFTPLUS_THRESHOLD, x, torch.log1p(torch.exp(x)))
 
 
 def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,

@@ -37,9 +37,9 @@ import triton
 import triton.language as tl
 
 from .. import triton_interpreting
+from .reference import SOFTPLUS_THRESHOLD as _THRESHOLD
 
-# mamba-ssm's softplus threshold: softplus(x) = x above it. A constexpr so the kernels can read it.
-SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+SOFTPLUS_THRESHOLD = tl.constexpr(_THRESHOLD)  # a constexpr so the kernels can read it
 
 
 @triton.jit

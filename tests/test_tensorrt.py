@@ -21,6 +21,43 @@ from muse_tvr.kernels.contracts import BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_ATTR
 from helpers import assert_close
 
 
+def register_signature_problems(sig: tp.PluginSignature, signature: inspect.Signature, tensor_desc: type) -> list[str]:
+    """The documented `tensorrt.plugin.register` rules applied to our derived signature (empty = fine):
+    namespace not reserved, no '.' in names, annotated parameters without defaults, all tensors before all
+    attributes, attribute names allowed and of a serialisable type, a return annotation."""
+    problems = []
+    if sig.namespace in tp.RESERVED_NAMESPACES:
+        problems.append(f"namespace {sig.namespace!r} is reserved by TensorRT")
+    if "." in sig.namespace or "." in sig.name:
+        problems.append(f"plugin id {sig.plugin_id!r} must not contain '.'")
+    if sig.version != tp.QDP_PLUGIN_VERSION:
+        problems.append(f"quickly-deployable plugins always have version {tp.QDP_PLUGIN_VERSION!r}; "
+                        f"the contract says {sig.version!r}")
+    seen_attr = False
+    serialisable = (int, float, str, bool, bytes)
+    for p in signature.parameters.values():
+        if p.annotation is inspect.Parameter.empty:
+            problems.append(f"parameter {p.name!r} has no annotation")
+            continue
+        if p.default is not inspect.Parameter.empty:
+            problems.append(f"parameter {p.name!r} has a default value")
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            problems.append(f"parameter {p.name!r} is not positional-or-keyword")
+        if p.annotation is tensor_desc:
+            if seen_attr:
+                problems.append(f"tensor {p.name!r} comes after an attribute")
+        else:
+            seen_attr = True
+            if p.name in tp.DISALLOWED_ATTRIBUTE_NAMES:
+                problems.append(f"attribute name {p.name!r} is not allowed")
+            origin = getattr(p.annotation, "__origin__", None)
+            if p.annotation not in serialisable and origin is not np.ndarray:
+                problems.append(f"attribute {p.name!r} has unsupported type {p.annotation}")
+    if signature.return_annotation is inspect.Signature.empty:
+        problems.append("register function has no return annotation")
+    return problems
+
+
 class DescType:
     """Stands in for tensorrt.plugin.TensorDesc as the annotation CLASS only: the signature rules we check
     are about which parameters carry that annotation, not about TensorRT's behaviour."""
@@ -88,7 +125,7 @@ def test_exported_nodes_match_plugin_registrations(exported):
             tp.check_io_types(sig, [trt_name[types[i]] for i in node.input])
             reg = tp.python_signature(sig, DescType, "register", DescType)
             assert list(reg.parameters) == list(sig.inputs) + [a for a, _ in sig.attributes]
-            assert tp.register_signature_problems(sig, reg, DescType) == []
+            assert register_signature_problems(sig, reg, DescType) == []
             seen.add(node.op_type)
     assert seen == {c.name for c in CONTRACTS}
 
@@ -140,7 +177,7 @@ def test_plugin_signatures_follow_contracts():
     # the rule checker itself catches what TensorRT's register would reject
     bad = inspect.Signature([inspect.Parameter("grid", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
                              inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=DescType)])
-    assert len(tp.register_signature_problems(pyr, bad, DescType)) == 2  # tensor after attr, no return type
+    assert len(register_signature_problems(pyr, bad, DescType)) == 2  # tensor after attr, no return type
 
 
 def test_io_type_check():

@@ -8,6 +8,7 @@ interpreter's truncating fp32 -> bf16 casts: GPUs round to nearest even, so a GP
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -19,6 +20,26 @@ from muse_tvr.engine.config import TINY, HeadConfig, VisionConfig
 from muse_tvr.engine.pyramid import FeaturePyramid
 from muse_tvr.kernels.pyramid import pyramid_sequence_ref
 from muse_tvr.kernels.pyramid import triton_pyramid as tp
+
+
+def pyramid_prologue_triton(tokens: torch.Tensor, scale: float) -> torch.Tensor:
+    """Stage 1 launched in its PROLOGUE_ONLY mode: tokens (B, T, 1+g*g, C) -> the (B*T, h, h, C) map the 1x1 GEMM would see (max pool for 0.5/0.25, the map for 1.0, each source
+    pixel repeated 2x2 for 2.0, whose ConvT is folded into the GEMM weights)."""
+    if scale not in tp.FUSED_SCALES:
+        raise ValueError(f"scale {scale} has no fused prologue; fused scales are {tp.FUSED_SCALES}")
+    b, t, n, c = tokens.shape
+    g = math.isqrt(n - 1)
+    h = tp.scale_grid(g, scale)
+    ups = tp._UPS[scale]
+    hs = h // ups
+    cfg = tp.launch_config(c, tokens.dtype)
+    out = torch.empty(b * t, h, h, c, dtype=tokens.dtype, device=tokens.device)
+    dummy = torch.empty(1, dtype=tokens.dtype, device=tokens.device)
+    tp._pyramid_stage1_kernel[(b * t, tp.triton.cdiv(hs * hs, cfg.block_p))](
+        tokens, dummy, dummy, dummy, dummy, t, g, hs, c, *tokens.stride(), out,
+        POOL=tp._POOL[scale], UPS=ups, BLOCK_P=cfg.block_p, BLOCK_K=cfg.block_k, BLOCK_C=cfg.block_c,
+        EPS=tp.LAYER_NORM_EPS, PREC="ieee", PROLOGUE_ONLY=True, DOT_F32=False)
+    return out
 
 
 def make_pyramid(channels: int, grid: int, scales=(0.5, 1.0, 2.0)) -> FeaturePyramid:
@@ -95,7 +116,7 @@ def test_prologue_is_bit_exact(scale, grid, dtype):
         expected = fmap
     else:  # the ConvT is folded into the GEMM; the prologue repeats each source pixel over its 2x2 block
         expected = fmap.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    got = tp.pyramid_prologue_triton(tok, scale)
+    got = pyramid_prologue_triton(tok, scale)
     assert torch.equal(got, expected.permute(0, 2, 3, 1))
 
 

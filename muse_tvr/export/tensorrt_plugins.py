@@ -140,45 +140,6 @@ def python_signature(sig: PluginSignature, tensor_desc: type, kind: str = "regis
     return inspect.Signature(params, return_annotation=return_annotation)
 
 
-def register_signature_problems(sig: PluginSignature, signature: inspect.Signature, tensor_desc: type) -> list[str]:
-    """The documented `tensorrt.plugin.register` rules applied to our derived signature (empty = fine):
-    namespace not reserved, no '.' in names, annotated parameters without defaults, all tensors before all
-    attributes, attribute names allowed and of a serialisable type, a return annotation."""
-    import numpy as np
-
-    problems = []
-    if sig.namespace in RESERVED_NAMESPACES:
-        problems.append(f"namespace {sig.namespace!r} is reserved by TensorRT")
-    if "." in sig.namespace or "." in sig.name:
-        problems.append(f"plugin id {sig.plugin_id!r} must not contain '.'")
-    if sig.version != QDP_PLUGIN_VERSION:
-        problems.append(f"quickly-deployable plugins always have version {QDP_PLUGIN_VERSION!r}; "
-                        f"the contract says {sig.version!r}")
-    seen_attr = False
-    serialisable = (int, float, str, bool, bytes)
-    for p in signature.parameters.values():
-        if p.annotation is inspect.Parameter.empty:
-            problems.append(f"parameter {p.name!r} has no annotation")
-            continue
-        if p.default is not inspect.Parameter.empty:
-            problems.append(f"parameter {p.name!r} has a default value")
-        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            problems.append(f"parameter {p.name!r} is not positional-or-keyword")
-        if p.annotation is tensor_desc:
-            if seen_attr:
-                problems.append(f"tensor {p.name!r} comes after an attribute")
-        else:
-            seen_attr = True
-            if p.name in DISALLOWED_ATTRIBUTE_NAMES:
-                problems.append(f"attribute name {p.name!r} is not allowed")
-            origin = getattr(p.annotation, "__origin__", None)
-            if p.annotation not in serialisable and origin is not np.ndarray:
-                problems.append(f"attribute {p.name!r} has unsupported type {p.annotation}")
-    if signature.return_annotation is inspect.Signature.empty:
-        problems.append("register function has no return annotation")
-    return problems
-
-
 def check_io_types(sig: PluginSignature, input_types: Sequence[str]) -> None:
     """Raise a clear error unless the TensorRT input types ("FP32", "FP16", ...) fit the contract:
     every activation input shares one allowed type, every parameter input is FP32."""

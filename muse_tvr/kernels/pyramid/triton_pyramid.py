@@ -433,27 +433,6 @@ def _reference_level_into(tokens, g, lv, out, base, frame_stride, h, eps) -> Non
     out[:, rows.reshape(-1)] = y.reshape(b, t * h * h, c)
 
 
-def pyramid_prologue_triton(tokens: torch.Tensor, scale: float) -> torch.Tensor:
-    """Just stage 1's resampling prologue, for exactness tests: tokens (B, T, 1+g*g, C) ->
-    (B*T, h, h, C) map the 1x1 GEMM would see (max pool for 0.5/0.25, the map for 1.0, each source
-    pixel repeated 2x2 for 2.0, whose ConvT is folded into the GEMM weights)."""
-    if scale not in FUSED_SCALES:
-        raise ValueError(f"scale {scale} has no fused prologue; fused scales are {FUSED_SCALES}")
-    b, t, n, c = tokens.shape
-    g = math.isqrt(n - 1)
-    h = scale_grid(g, scale)
-    ups = _UPS[scale]
-    hs = h // ups
-    cfg = launch_config(c, tokens.dtype)
-    out = torch.empty(b * t, h, h, c, dtype=tokens.dtype, device=tokens.device)
-    dummy = torch.empty(1, dtype=tokens.dtype, device=tokens.device)
-    _pyramid_stage1_kernel[(b * t, triton.cdiv(hs * hs, cfg.block_p))](
-        tokens, dummy, dummy, dummy, dummy, t, g, hs, c, *tokens.stride(), out,
-        POOL=_POOL[scale], UPS=ups, BLOCK_P=cfg.block_p, BLOCK_K=cfg.block_k, BLOCK_C=cfg.block_c,
-        EPS=LAYER_NORM_EPS, PREC="ieee", PROLOGUE_ONLY=True, DOT_F32=False)
-    return out
-
-
 def pyramid_sequence_triton(tokens: torch.Tensor, params: nn.Module | Mapping[str, torch.Tensor],
                             scales: Sequence[float] = (0.5, 1.0, 2.0), order: str = "scale_wise",
                             eps: float = LAYER_NORM_EPS, allow_tf32: bool = False) -> torch.Tensor:

@@ -199,7 +199,7 @@ def run_plan(plan: Plan, device: torch.device, cuda_graph: bool = False, progres
     ("auto", "flash", "cudnn", "efficient", "math"); the kernel that actually ran is recorded."""
     from tqdm import tqdm
 
-    from muse_tvr.engine.transformer_head import detect_sdpa_backend, sdpa_context
+    from .sdpa import detect_sdpa_backend, sdpa_context
 
     records = []
     bar = tqdm(plan.cases, desc=f"bench {plan.name}", disable=not progress, unit="case")

@@ -127,3 +127,12 @@ def test_sdpa_choice_is_recorded():
     assert result["sdpa_backend"] == "math" and result["records"][0]["status"] == "ok"
     result = run.run_plan(plan, CPU, progress=False, with_gemm=False, sdpa="cudnn")
     assert result["sdpa_backend"].startswith("none") and result["records"][0]["status"] == "error"
+
+
+def test_sdpa_backend_is_logged():
+    from benchmarks.sdpa import detect_sdpa_backend
+    assert detect_sdpa_backend(backend="math") == "math"
+    auto = detect_sdpa_backend()
+    assert auto in ("flash (CPU)", "math"), auto
+    with pytest.raises(ValueError, match="unknown SDPA backend"):
+        detect_sdpa_backend(backend="fastest")

@@ -1,5 +1,5 @@
 """The Transformer baseline: parameter counts, readout equivalence with MuseModel, non-causal attention,
-mask semantics and the SDPA backend log."""
+mask semantics."""
 import pytest
 import torch
 
@@ -8,8 +8,7 @@ from muse_tvr.engine.mamba import MuseHead
 from muse_tvr.engine.model import MuseModel
 from muse_tvr.engine.sequence import pool_frames, readout
 from muse_tvr.engine.transformer_head import (MUSE_HEAD_PARAMS_B32, TransformerHead, TransformerHeadConfig,
-                                              TransformerLearner, depth_matched, detect_sdpa_backend,
-                                              parameter_matched)
+                                              TransformerLearner, depth_matched, parameter_matched)
 
 from helpers import assert_close
 
@@ -95,11 +94,3 @@ def test_mask_only_pools_padded_frames_still_mix():
         learner.encode_tokens(tokens, torch.full((1, 3), 0.5))
     with pytest.raises(ValueError, match="tokens must have shape"):
         learner.encode_tokens(torch.randn(1, 3, 49, 64))
-
-
-def test_sdpa_backend_is_logged():
-    assert detect_sdpa_backend(backend="math") == "math"
-    auto = detect_sdpa_backend()
-    assert auto in ("flash (CPU)", "math"), auto
-    with pytest.raises(ValueError, match="unknown SDPA backend"):
-        detect_sdpa_backend(backend="fastest")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..bench.sdpa import BACKEND_CHOICES as SDPA_CHOICES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark the MUSE head against the Transformer baselines",
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stem", default=None, help="output file name without extension")
     p.add_argument("--cuda-graph", action="store_true", help="replay timed calls from CUDA graphs")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    p.add_argument("--sdpa", default="auto", choices=("auto", "flash", "cudnn", "efficient", "math"),
+    p.add_argument("--sdpa", default="auto", choices=SDPA_CHOICES,
                    help="attention kernel for the Transformer baselines (the one that ran is recorded)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(func=run)

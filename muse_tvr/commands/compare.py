@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2}  # per export dtype (onnx_export.DTYPES)
 
 
 class ToleranceError(ValueError):
@@ -17,14 +17,15 @@ class ToleranceError(ValueError):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..export.onnx_export import DTYPES, PARTS
     from . import add_model_args
 
     p = sub.add_parser("compare", help="PyTorch vs ORT (op library) vs ORT (portable): max abs/rel error")
     add_model_args(p, default_backbone="tiny", backend=False)  # the seed and backbone of the export
     p.add_argument("--dir", required=True, help="directory of an export of THIS model; exported there first "
                    "if it holds no .onnx files")
-    p.add_argument("--parts", nargs="+", default=["video", "head", "text"], choices=["video", "head", "text"])
-    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"])
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES))
     p.add_argument("--op-library", default=None, help="path of libmuse_ort_ops.so (default cpp/build)")
     p.add_argument("--batch", type=int, default=3)
     p.add_argument("--frames", type=int, default=2)

@@ -5,23 +5,20 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..export.graph import PYRAMID_MODES
+    from ..export.onnx_export import DEFAULT_OPSET, DTYPES, PARTS, VARIANTS
+    from . import add_model_args
+
     p = sub.add_parser("export", help="export a model (ONNX; see docs/onnx.md)")
     fmt = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     o = fmt.add_parser("onnx", help="ONNX files with muse custom-op nodes, three variants, JSON sidecars")
-    o.add_argument("--model", default=None, help="model directory, reference checkpoint or CLIP file "
-                   "(default: a randomly initialised model of --backbone)")
-    o.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
-    o.add_argument("--backbone", default="ViT-B/32", help="preset when no --model is given (e.g. tiny)")
-    from . import parse_seed
-    o.add_argument("--seed", type=parse_seed, default=0,
-                   help="seed for random weights, so that `compare` rebuilds the same model (default 0)")
+    add_model_args(o, backend=False)  # `compare` rebuilds the same model from the same options
     o.add_argument("--out", required=True, help="output directory")
-    o.add_argument("--parts", nargs="+", default=["video", "head", "text"], choices=["video", "head", "text"])
-    o.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"])
-    o.add_argument("--variants", nargs="+", default=["plugin", "portable", "plugin-nofunc"],
-                   choices=["plugin", "portable", "plugin-nofunc"])
-    o.add_argument("--opset", type=int, default=18)
-    o.add_argument("--pyramid", default="decomposed", choices=["decomposed", "op"],
+    o.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    o.add_argument("--dtype", nargs="+", default=["float32"], choices=list(DTYPES))
+    o.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    o.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    o.add_argument("--pyramid", default="decomposed", choices=PYRAMID_MODES,
                    help="pyramid as standard ONNX ops (default) or one MusePyramidSequence node")
     o.add_argument("--no-aot", action="store_true", help="plugin variants get aot=0 (TensorRT JIT plugin)")
     o.add_argument("--verify", action="store_true",
@@ -46,17 +43,15 @@ def require_export_extra(command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from . import build_model, model_spec
+    from . import build_model, model_spec, random_weights_banner
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ValueError(f"--out {args.out} is a file: give a directory for the exported files")
     require_export_extra("export")
     from ..export.onnx_export import export_all
 
-    model, info = build_model(model_spec(args))
-    if "random" in model.weight_sources.values():
-        print(f"note: weights {model.weight_sources} (random parts export fine but give meaningless scores; "
-              f"seed {args.seed})")
+    model, info = build_model(model_spec(args), args.threads)
+    random_weights_banner(info)
     files = export_all(model, args.out, args.parts, args.dtype, args.variants, args.opset, args.pyramid,
                        aot=not args.no_aot, fingerprint=info["fingerprint"])
     print(f"{len(files)} files in {args.out}")

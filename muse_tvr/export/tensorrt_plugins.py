@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..kernels.aot import MIN_PTX_VERSION
-from ..kernels.contracts import (ACTIVATION_TYPES, BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_ATTRIBUTES, PLUGIN_NAMESPACE,
+from ..kernels.contracts import (ACTIVATION_TYPES, BI_SELECTIVE_SCAN, CONTRACTS, PLUGIN_NAMESPACE,
                                  PLUGIN_VERSION, PYRAMID_SEQUENCE, OpContract)
 
 # tensorrt.plugin rules (tensorrt/plugin/_validate.py): namespaces it reserves, attribute names it forbids,
@@ -92,9 +92,6 @@ class PluginSignature:
         act = activation_types or [TRT_TYPE[t] for t in self.contract.inputs[0].onnx_types]
         tied = "|".join(act)
         return ", ".join(tied if t == "T" else "FP32" for t in self.input_types + self.output_types)
-
-    def onnx_attribute_names(self) -> tuple[str, ...]:
-        return tuple(a for a, _ in self.attributes) + PLUGIN_ATTRIBUTES
 
 
 def plugin_signature(contract: OpContract, n_variadic: int | None = None) -> PluginSignature:

@@ -87,19 +87,6 @@ class AotKernel:
         return len(self.params)
 
     @property
-    def param_kinds(self) -> list[str]:
-        """Each PTX parameter as "ptr" (64-bit global pointer), "i32", or its raw declaration."""
-        kinds = []
-        for p in self.params:
-            if ".ptr" in p or ".u64" in p:
-                kinds.append("ptr")
-            elif re.search(r"\.(u32|s32|b32)\b", p):
-                kinds.append("i32")
-            else:
-                kinds.append(p)
-        return kinds
-
-    @property
     def n_appended(self) -> int:
         """Parameters Triton added after the kernel's own (the scratch pointers in Triton >= 3.5)."""
         return self.n_params - self.n_args
@@ -261,16 +248,6 @@ def aot_problems(k: AotKernel, max_ptx_version: tuple[int, int] | None = None,
         problems.append(f"{k.name}: {k.n_params} PTX params for {k.n_args} kernel args "
                         f"(expected {expected_appended} appended by Triton)")
     return problems
-
-
-def expected_param_kinds(signature: Mapping[str, str]) -> list[str]:
-    """The PTX parameter kinds a kernel with this Triton signature should have, scratch pointers included."""
-    kinds = []
-    for t in signature.values():
-        if t == "constexpr":
-            continue
-        kinds.append("ptr" if t.startswith("*") else ("i32" if t in ("i32", "u32") else t))
-    return kinds + ["ptr"] * appended_params_for_this_triton()
 
 
 def appended_params_for_this_triton() -> int:

@@ -23,8 +23,14 @@ def fingerprint(module: torch.nn.Module) -> tuple:
 
 
 def derived(module: torch.nn.Module, name: str, build: Callable[[], V]) -> V:
-    """`build()` (no grad), cached on `module` under `name` until its parameters change."""
+    """`build()` (no grad), cached on `module` under `name` until its parameters change.
+
+    A module in training mode with gradients enabled gets a fresh `build()` with autograd on and nothing
+    is cached: the value must carry gradients back to the parameters it folds (scripts/train_synthetic.py).
+    """
     if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return build()
+    if module.training and torch.is_grad_enabled():
         return build()
     fp = fingerprint(module)
     slot = _CACHE.setdefault(module, {})

@@ -18,7 +18,9 @@ interpreter objects, and the interpreter patches `triton.language` in place whil
 generation for the rest of the process. `compile_isolated` therefore compiles in a fresh Python process
 without TRITON_INTERPRET and returns the results; `compile_kernel` is for processes that do not interpret.
 
-Command line (what `compile_isolated` runs): `python -m muse_tvr.kernels.aot < requests.json`.
+Command line: `python -m muse_tvr.kernels.aot < requests.json` (no arguments: what `compile_isolated`
+runs); `python -m muse_tvr.kernels.aot --sass sm_90 [--json]`: the static SASS performance report
+(muse_tvr.kernels.sass, docs/kernels.md "Static report").
 """
 from __future__ import annotations
 
@@ -280,5 +282,16 @@ def project_aot_specs() -> tuple[dict[str, tuple[str, Any]], dict[str, str]]:
     return specs, absent
 
 
+def main(argv: list[str] | None = None) -> int:
+    """No arguments: serve compile requests on stdin (compile_isolated). Otherwise the SASS report."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        _serve()
+        return 0
+    from . import sass
+
+    return sass.main(argv)
+
+
 if __name__ == "__main__":
-    _serve()
+    sys.exit(main())

@@ -86,6 +86,7 @@ class Instr:
     opcode: str    # with modifiers, e.g. "MUFU.EX2"
     text: str      # the whole instruction
     target: str | None = None  # label of a branch target
+    line: str | None = None    # "file.py:N" from the line info (nvdisasm -g), innermost location
 
     @property
     def op(self) -> str:
@@ -99,8 +100,9 @@ _BRANCH_OPS = {"BRA", "BRX", "JMP", "JMX", "CALL", "RET", "BSSY", "BSYNC", "WARP
 
 
 def disassemble(cubin: bytes) -> tuple[list[Instr], dict[str, int]]:
-    """(instructions in address order, {label: address}) of every kernel in `cubin` (nvdisasm -c)."""
-    out = _run_on_file([tool_path("nvdisasm"), "-c"], cubin, ".cubin")
+    """(instructions in address order, {label: address}) of every kernel in `cubin` (nvdisasm -c -g:
+    Triton compiles with -lineinfo, so each instruction also gets its source line)."""
+    out = _run_on_file([tool_path("nvdisasm"), "-c", "-g"], cubin, ".cubin")
     return parse_sass(out)
 
 
@@ -108,7 +110,12 @@ def parse_sass(text: str) -> tuple[list[Instr], dict[str, int]]:
     instrs: list[Instr] = []
     labels: dict[str, int] = {}
     pending: list[str] = []
+    src = None
     for line in text.splitlines():
+        fm = re.search(r'//## File "([^"]+)", line (\d+)', line)
+        if fm:
+            src = f"{os.path.basename(fm.group(1))}:{fm.group(2)}"
+            continue
         lm = _LABEL.match(line)
         if lm:
             pending.append(lm.group(1))
@@ -122,7 +129,7 @@ def parse_sass(text: str) -> tuple[list[Instr], dict[str, int]]:
             pred, body = body.split(None, 1)
         opcode = body.split(None, 1)[0]
         tm = re.search(r"`\((\.L_x_\d+)\)", body)
-        instrs.append(Instr(addr, pred, opcode, m.group(2).strip(), tm.group(1) if tm else None))
+        instrs.append(Instr(addr, pred, opcode, m.group(2).strip(), tm.group(1) if tm else None, src))
         for lab in pending:
             labels[lab] = addr
         pending = []
@@ -141,6 +148,7 @@ class Loop:
     ops: dict[str, int]   # opcode (no modifiers) -> count
     forward_branches: int  # branches inside the span that jump forward (skipped code may be counted)
     innermost: bool = True
+    lines: dict[str, int] = field(default_factory=dict)  # source line -> instructions, largest first
 
     @property
     def mufu_total(self) -> int:
@@ -168,7 +176,11 @@ def find_loops(instrs: list[Instr], labels: dict[str, int]) -> list[Loop]:
             if i.op in ("BRA", "JMP") and i.target in labels and labels[i.target] > i.addr:
                 fwd += 1
         inner = not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in spans)
-        loops.append(Loop(s, e, len(body), mufu, ops, fwd, inner))
+        by_line: dict[str, int] = {}
+        for i in body:
+            by_line[i.line or "?"] = by_line.get(i.line or "?", 0) + 1
+        lines = dict(sorted(by_line.items(), key=lambda kv: -kv[1]))
+        loops.append(Loop(s, e, len(body), mufu, ops, fwd, inner, lines))
     return loops
 
 
@@ -361,7 +373,8 @@ def analyze(entry: Entry, k: aot.AotKernel) -> dict[str, Any]:
         "loops": [{"start": hex(lp.start), "end": hex(lp.end), "instructions": lp.instructions,
                    "mufu": lp.mufu, "forward_branches": lp.forward_branches,
                    "bar": lp.ops.get("BAR", 0), "ldg": lp.ops.get("LDG", 0), "stg": lp.ops.get("STG", 0),
-                   "shfl": lp.ops.get("SHFL", 0)} for lp in inner],
+                   "shfl": lp.ops.get("SHFL", 0), "top_source_lines": dict(list(lp.lines.items())[:8])}
+                  for lp in inner],
         "loop_instructions": None, "instr_per_elem_state": None, "mufu_per_elem_state": None,
         "modeled_ms": None, "model": None,
     }

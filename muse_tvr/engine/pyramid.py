@@ -31,10 +31,8 @@ def build_stage(dim: int, scale: float) -> nn.Sequential:
         in_dim = dim // 2
     elif scale == 1.0:
         layers, in_dim = [], dim
-    elif scale == 0.5:
-        layers, in_dim = [nn.MaxPool2d(kernel_size=2, stride=2)], dim
-    elif scale == 0.25:
-        layers, in_dim = [nn.MaxPool2d(kernel_size=4, stride=4)], dim
+    elif scale in (0.5, 0.25):
+        layers, in_dim = [nn.MaxPool2d(kernel_size=round(1 / scale), stride=round(1 / scale))], dim
     else:
         raise ValueError(f"unsupported pyramid scale {scale}")
     layers += [

@@ -31,7 +31,8 @@ setup(
     # muse_tvr.bench so that `muse-tvr bench` works from an installed package.
     packages=find_packages(include=["muse_tvr", "muse_tvr.*"]) + ["muse_tvr.bench"],
     package_dir={"muse_tvr.bench": "benchmarks"},
-    package_data={"muse_tvr.engine": ["data/*.gz", "data/*.md"],
+    package_data={"muse_tvr": ["models/*/config.json", "models/*/model.safetensors", "models/*/training.json"],
+                  "muse_tvr.engine": ["data/*.gz", "data/*.md"],
                   "muse_tvr.kernels.selective_scan": ["bi_scan.h", "bi_scan_torch.cpp"]},
     python_requires=">=3.10",
     # A range, not a pin: the GPU machines run torch 2.11; the Makefile pins the exact dev build.

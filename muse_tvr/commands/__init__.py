@@ -44,8 +44,9 @@ def positive(text: str) -> int:
 def add_model_args(p: argparse.ArgumentParser, default_backbone: str | None = "ViT-B/32",
                    backend: bool = True) -> None:
     """--model, --sidecar, --backbone, --seed, --threads and (when the command runs the learner) --backend."""
-    p.add_argument("--model", default=None, help="muse-tvr model directory, reference MUSE checkpoint or "
-                   "CLIP file (default: RANDOM weights of --backbone)")
+    p.add_argument("--model", default=None, help="muse-tvr model directory, the shipped model "
+                   "synthetic-shapes, a reference MUSE checkpoint or a CLIP file (default: RANDOM weights of "
+                   "--backbone)")
     p.add_argument("--sidecar", default=None, help="pyramid sidecar for a reference checkpoint")
     p.add_argument("--backbone", default=default_backbone,
                    help="preset for a random model: ViT-B/32, ViT-B/16, ViT-L/14, tiny")
@@ -68,7 +69,9 @@ def model_spec(args: argparse.Namespace) -> dict:
     """How to rebuild the model; stored in the gallery so that `search` finds the same text encoder."""
     import os
     if args.model:
-        return {"model": os.path.abspath(args.model),
+        from ..engine.weights import shipped_model
+        # A shipped model's name stays a name (the package finds it wherever it is installed).
+        return {"model": args.model if shipped_model(args.model) else os.path.abspath(args.model),
                 "sidecar": os.path.abspath(args.sidecar) if args.sidecar else None}
     if args.sidecar:  # a sidecar only completes a reference checkpoint: load_model says so in one line
         from ..engine.weights import load_model

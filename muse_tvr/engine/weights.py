@@ -376,16 +376,31 @@ def load_pretrained(directory: str | os.PathLike) -> MuseModel:
     return model
 
 
+# Models shipped inside the package (muse_tvr/models/NAME, save_pretrained format), loadable by name.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_MODELS = ("synthetic-shapes",)
+
+
+def shipped_model(name: str | os.PathLike) -> Path | None:
+    """The directory of the shipped model called `name`, or None when `name` is not one (or an existing
+    path of that name shadows it)."""
+    name = os.fspath(name)
+    if name not in SHIPPED_MODELS or os.path.exists(name):
+        return None
+    return SHIPPED_MODELS_DIR / name
+
+
 def load_model(path: str | os.PathLike | None, sidecar=None, config: MuseConfig | None = None) -> MuseModel:
-    """One entry for the CLI: a model directory, a reference checkpoint (+ sidecar), a CLIP file, or
-    None for a randomly initialised model of `config` (default ViT-B/32)."""
+    """One entry for the CLI: a shipped model's name ("synthetic-shapes"), a model directory, a reference
+    checkpoint (+ sidecar), a CLIP file, or None for a randomly initialised model of `config` (default
+    ViT-B/32)."""
     # A sidecar only completes a reference checkpoint; anywhere else it would be silently unused.
     if path is None:
         if sidecar is not None:
             raise ValueError(f"--sidecar {sidecar} needs --model with a reference MUSE checkpoint; without "
                              f"--model the weights are random and the sidecar would be ignored")
         return MuseModel(config or PRESETS["ViT-B/32"])
-    path = Path(path)
+    path = shipped_model(path) or Path(path)
     if path.is_dir():
         if sidecar is not None:
             raise ValueError(f"--sidecar {sidecar} does not apply to the model directory {path} (it holds "

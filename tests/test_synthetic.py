@@ -177,8 +177,10 @@ def test_oracle_same_ranking_on_every_backend(shipped, oracle, reference_ranking
         built_cpp()
     sims, video = _ranking(shipped, oracle, backend)
     want_sims, want_video = reference_ranking
-    assert torch.equal(sims.argsort(dim=1, descending=True)[:, :5], want_sims.argsort(dim=1, descending=True)[:, :5])
     assert torch.equal(sims.argmax(dim=1), want_sims.argmax(dim=1))
+    # the whole ranking: in the reference's order, this backend's scores never rise (up to ties of 1e-2)
+    ordered = sims.gather(1, want_sims.argsort(dim=1, descending=True))
+    assert (ordered[:, 1:] - ordered[:, :-1]).max().item() < 1e-2
     assert (video - want_video).abs().max().item() < 1e-4
 
 

@@ -41,3 +41,10 @@ clean:
 .PHONY: device-check
 device-check:
 	bash benchmarks/device_check.sh
+
+# The reference CUDA Mamba built ahead on CPU (no GPU needed): forward-only selective_scan_cuda
+# (mamba-ssm 2.3.2.post1) + causal_conv1d_cuda (causal-conv1d 1.7.0), sm_90, torch 2.11 / Python 3.12,
+# into build/gpu-baselines/ (carry it to the GPU machine). Slow (a ~5 GB venv + nvcc); not part of `make test`.
+.PHONY: gpu-baselines
+gpu-baselines:
+	bash scripts/build_gpu_baselines.sh

@@ -133,9 +133,9 @@ def latency(model, frames, mask, counts) -> None:
 
     import torch
 
-    from ..engine.sequence import pool_frames, readout
-    from ..engine.tokenizer import ClipTokenizer
+    from ..engine.model import learn
     from ..engine.synthetic import CAPTIONS
+    from ..engine.tokenizer import ClipTokenizer
 
     cfg = model.config
     t_max = cfg.max_frames
@@ -157,10 +157,10 @@ def latency(model, frames, mask, counts) -> None:
             # A whole-learner route (ONNX Runtime): the first call exports and opens the graph.
             timed(f"learner ({backend.name}, 1st call)", model.encode_tokens, tokens, mask)
             video = timed(f"learner ({backend.name})", model.encode_tokens, tokens, mask)
-        else:  # the stages of MuseModel.encode_tokens, timed one by one
-            seq = timed("pyramid + sequence", model.pyramid, tokens.to(model.head_dtype), backend)
-            out = timed("Mamba head", model.head, seq, backend)
-            video = timed("readout + pooling", lambda s: pool_frames(readout(s, t_max, cfg.head.order), mask), out)
+        else:  # MuseModel.encode_tokens' learner, each stage timed
+            labels = {"pyramid": "pyramid + sequence", "head": "Mamba head", "pooling": "readout + pooling"}
+            video = learn(model.pyramid, model.head, tokens.to(model.head_dtype), mask, backend,
+                          stage=lambda name, fn, *a: timed(labels[name], fn, *a))
         ids = timed("tokenize", ClipTokenizer(), list(CAPTIONS[:len(frames)]), cfg.max_words)
         text = timed("CLIP text", model.encode_text, ids)
         timed("similarity", model.similarity, text, video)

@@ -23,12 +23,14 @@ REFERENCE_PREFIXES = {"clip.": "clip.", "MS_mamba.": "head.MS_mamba.", "mamba_st
 
 
 def learn(pyramid: nn.Module, head, tokens: torch.Tensor, mask: torch.Tensor,
-          backend: backends.Backend = backends.REFERENCE) -> torch.Tensor:
+          backend: backends.Backend = backends.REFERENCE, stage=None) -> torch.Tensor:
     """The learner, tokens -> embedding, for any head with `forward(seq, backend)` (the Mamba head, or the
     Transformer baseline's): tokens (B, T, 1+g*g, C) in the pyramid's dtype, mask (B, T) of 0/1
-    -> (B, C) float32, unit norm. The one place that chains pyramid, head, readout and pooling."""
-    seq = head(pyramid(tokens, backend), backend)
-    return pool_frames(readout(seq, tokens.shape[1], pyramid.order), mask)
+    -> (B, C) float32, unit norm. The one place that chains pyramid, head, readout and pooling.
+    `stage(name, fn, *args)`, if given, runs each step ("pyramid", "head", "pooling"), e.g. to time it."""
+    run = stage or (lambda name, fn, *args: fn(*args))
+    seq = run("head", head, run("pyramid", pyramid, tokens, backend), backend)
+    return run("pooling", lambda s: pool_frames(readout(s, tokens.shape[1], pyramid.order), mask), seq)
 
 
 class MuseModel(nn.Module):

@@ -96,7 +96,7 @@ if [ "$CHECK_ONLY" = 0 ]; then
   if [ ! -f "$STAMP" ]; then
     [ -x "$PY" ] || "$PY312" -m venv "$VENV"
     "$PY" -m pip install -q "${PINS[@]}" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-    "$PY" -c 'import torch; assert torch.__version__.startswith("2.11.0"), torch.__version__'
+    "$PY" -W ignore -c 'import torch; assert torch.__version__.startswith("2.11.0"), torch.__version__'
     rm -f "$VENV"/.stamp-*; touch "$STAMP"
   else
     echo "venv up to date ($VENV)"
@@ -161,7 +161,8 @@ for so in "${SOS[@]}"; do
   n90=$(grep -c '\.sm_90\.cubin' <<<"$elfs" || true)
   other=$(grep -E '\.sm_[0-9]+a?\.cubin' <<<"$elfs" | grep -vc '\.sm_90\.cubin' || true)
   ptx=$("$CU/bin/cuobjdump" --list-ptx "$so" 2>/dev/null | grep -c ptx || true)
-  echo "   $(basename "$so"): $n90 sm_90 cubin(s), $other other-arch cubin(s), $ptx PTX"
+  nk=$("$CU/bin/cuobjdump" --dump-resource-usage "$so" 2>/dev/null | grep -c ' Function ' || true)
+  echo "   $(basename "$so"): $n90 sm_90 cubin(s), $other other-arch cubin(s), $ptx PTX, $nk kernels"
   [ "$n90" -ge 1 ] && [ "$other" = 0 ] || { echo "FAIL: $(basename "$so") has no sm_90 SASS or other archs"; FAIL=1; }
 done
 
@@ -184,6 +185,7 @@ for so in "${SOS[@]}"; do
   unresolved="$(comm -23 "$und" "$DEFS" | grep -vxF -f <(printf '%s\n' "$weak" "__dummy__") || true)"
   echo "   $(basename "$so"): $(wc -l < "$und") undefined, $(grep -c . <<<"$unresolved" || true) unresolved"
   if [ -n "$unresolved" ]; then echo "$unresolved" | sed 's/^/      UNRESOLVED /' | head -n 40; FAIL=1; fi
+  echo "      glibc >= $(objdump -T "$so" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1 | cut -d_ -f2), libstdc++ >= $(objdump -T "$so" | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -n 1 | cut -d_ -f2) (symbol versions)"
   echo "      needs: $(readelf -d "$so" | awk '/NEEDED/ { gsub(/[][]/, "", $NF); printf "%s ", $NF }')"
 done
 
@@ -195,7 +197,7 @@ else
 fi
 step_end
 
-{
+[ "$CHECK_ONLY" = 1 ] || {
   echo "muse-tvr build/gpu-baselines: forward-only mamba-ssm $MAMBA_VER selective_scan_cuda + causal-conv1d $CONV_VER causal_conv1d_cuda"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nproc) cores, MAX_JOBS=$JOBS"
   echo "arch: -gencode=arch=compute_90,code=sm_90 (no PTX); nvcc: $("$CU/bin/nvcc" --version | tail -n 1)"

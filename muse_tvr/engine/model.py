@@ -33,6 +33,19 @@ def learn(pyramid: nn.Module, head, tokens: torch.Tensor, mask: torch.Tensor,
     return run("pooling", lambda s: pool_frames(readout(s, tokens.shape[1], pyramid.order), mask), seq)
 
 
+def frame_tokens(visual: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """CLIP visual tokens of every frame: (B, T, 3, S, S) -> (B, T, 1+g*g, C) in the tower's dtype."""
+    b, t = frames.shape[:2]
+    tokens = visual(frames.reshape(b * t, *frames.shape[2:]))
+    return tokens.reshape(b, t, *tokens.shape[1:])
+
+
+def text_embedding(clip: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """ids (N, max_words) int64 from ClipTokenizer -> (N, C) float32, unit norm."""
+    t = clip.encode_text(ids).float()
+    return t / t.norm(dim=-1, keepdim=True)
+
+
 class MuseModel(nn.Module):
     def __init__(self, config: MuseConfig):
         super().__init__()
@@ -95,9 +108,7 @@ class MuseModel(nn.Module):
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """CLIP visual tokens of every frame: (B, T, 3, S, S) -> (B, T, 1+g*g, C) float32."""
-        b, t = frames.shape[:2]
-        tokens = self.clip.encode_image(frames.reshape(b * t, *frames.shape[2:]))
-        return tokens.reshape(b, t, *tokens.shape[1:]).float()
+        return frame_tokens(self.clip.visual, frames).float()
 
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,8 +134,7 @@ class MuseModel(nn.Module):
     @torch.no_grad()
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (N, max_words) int64 from ClipTokenizer -> (N, C) float32, unit norm."""
-        t = self.clip.encode_text(ids).float()
-        return t / t.norm(dim=-1, keepdim=True)
+        return text_embedding(self.clip, ids)
 
     # ----- score ------------------------------------------------------------------------------
     def similarity(self, text_emb: torch.Tensor, video_emb: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..engine.backend import Backend
-from ..engine.model import learn
+from ..engine.model import frame_tokens, learn, text_embedding
 from ..kernels import causal_conv, pyramid
 from ..kernels.contracts import BI_SELECTIVE_SCAN, PYRAMID_SEQUENCE
 
@@ -77,10 +77,7 @@ class VideoGraph(nn.Module):
         self.head_dtype = model.head_dtype
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, t = frames.shape[:2]
-        tokens = self.visual(frames.reshape(b * t, *frames.shape[2:]))
-        tokens = tokens.reshape(b, t, tokens.shape[1], tokens.shape[2]).to(self.head_dtype)
-        return self.head(tokens, mask)
+        return self.head(frame_tokens(self.visual, frames).to(self.head_dtype), mask)
 
 
 class TextGraph(nn.Module):
@@ -91,5 +88,4 @@ class TextGraph(nn.Module):
         self.clip = model.clip
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        t = self.clip.encode_text(ids).float()
-        return t / t.norm(dim=-1, keepdim=True)
+        return text_embedding(self.clip, ids)

@@ -150,9 +150,9 @@ for so in "${SOS[@]}"; do [ -f "$so" ] || { echo "MISSING: $so"; FAIL=1; }; done
 [ "$FAIL" = 0 ] || { echo "FAILED: extensions missing" >&2; exit 1; }
 
 echo "-- sizes"
-for so in "${SOS[@]}"; do printf '   %6.1f MiB  %s\n' "$(echo "$(stat -c %s "$so") / 1048576" | bc -l)" "$(basename "$so")"; done
+for so in "${SOS[@]}"; do printf '   %6.1f MiB  %s\n' "$(awk -v b="$(stat -c %s "$so")" 'BEGIN { print b / 1048576 }')" "$(basename "$so")"; done
 TOTAL=$(du -sb "$OUTDIR" | cut -f1)
-printf '   %6.1f MiB  total build/gpu-baselines (limit %d MiB)\n' "$(echo "$TOTAL / 1048576" | bc -l)" "$MAX_MIB"
+printf '   %6.1f MiB  total build/gpu-baselines (limit %d MiB)\n' "$(awk -v b="$TOTAL" 'BEGIN { print b / 1048576 }')" "$MAX_MIB"
 [ "$TOTAL" -le $((MAX_MIB * 1048576)) ] || { echo "FAIL: over $MAX_MIB MiB"; FAIL=1; }
 
 echo "-- SASS (cuobjdump --list-elf)"

@@ -202,6 +202,7 @@ step_end
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nproc) cores, MAX_JOBS=$JOBS"
   echo "arch: -gencode=arch=compute_90,code=sm_90 (no PTX); nvcc: $("$CU/bin/nvcc" --version | tail -n 1)"
   echo "torch: $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null); python: $("$PY" -c 'import platform; print(platform.python_version())')"
+  echo "times of this run (a rerun reuses the venv, the sdists and ninja's objects):"
   for t in "${TIMES[@]}"; do echo "time: $t"; done
   for so in "${SOS[@]}"; do echo "size: $(stat -c %s "$so") $(basename "$so")"; done
 } > "$OUTDIR/BUILD_INFO.txt"

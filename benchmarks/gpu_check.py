@@ -478,21 +478,9 @@ def upstream_extension(name: str, device):
 # The Triton interpreter of triton < 3.8 breaks with numpy >= 2.4 ("only 0-dimensional arrays can be
 # converted to Python scalars", interpreter.py); interpreting is supported with triton >= 3.8 (any numpy)
 # or numpy < 2.4. The compiled GPU path does not use numpy and is unaffected.
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:2])
-
-
 def interpreter_problem() -> str | None:
-    """A one-line reason when TRITON_INTERPRET=1 cannot work with the installed triton + numpy, else None."""
-    from muse_tvr.kernels import triton_interpreting
-    if not triton_interpreting():
-        return None
-    import numpy
-    import triton
-    if _version_tuple(triton.__version__) < (3, 8) and _version_tuple(numpy.__version__) >= (2, 4):
-        return (f"TRITON_INTERPRET=1 needs triton >= 3.8 or numpy < 2.4; found triton {triton.__version__} "
-                f"with numpy {numpy.__version__}")
-    return None
+    from muse_tvr.kernels import interpreter_problem as problem  # the kernels' own check
+    return problem()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -208,3 +208,12 @@ def test_gpu_check_smoke_on_interpreter(tmp_path):
     data = json.loads(js.read_text())
     assert data["checks"] and all(c["ok"] for c in data["checks"]) and not data["failed"]
     assert any(t["name"].startswith("triton auto") for t in data["timings"])
+
+
+def test_triton_backend_refuses_an_interpreter_that_cannot_work(monkeypatch):
+    import numpy
+    import triton
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    monkeypatch.setattr(numpy, "__version__", "2.5.0")
+    with pytest.raises(ValueError, match=r"needs triton >= 3.8 or numpy < 2.4"):
+        backends.resolve("triton", "cpu")

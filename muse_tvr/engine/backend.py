@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ..kernels import causal_conv, pyramid, selective_scan, triton_interpreting
+from ..kernels import causal_conv, interpreter_problem, pyramid, selective_scan, triton_interpreting
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ def _triton_unavailable(device: torch.device) -> str | None:
     import importlib.util
     if importlib.util.find_spec("triton") is None:
         return "backend 'triton' needs the triton package (pip install triton)"
+    if interpreter_problem():
+        return f"backend 'triton': {interpreter_problem()}"
     if device.type != "cuda" and not triton_interpreting():
         return (f"backend 'triton' on {device.type} tensors needs TRITON_INTERPRET=1 set before muse_tvr is "
                 "imported (the interpreter is slow: tests only); use 'auto'")

@@ -3,6 +3,7 @@
 Importing this package must stay cheap (no triton, no torch): every layer imports it.
 """
 import os
+import re
 
 # The values Triton itself reads as true for TRITON_INTERPRET (triton.knobs env_bool, case-insensitive);
 # anything else, unset included, means compiled GPU kernels.
@@ -20,3 +21,19 @@ def triton_interpreting() -> bool:
     reports the setting, it cannot switch kernels that are already defined.
     """
     return os.environ.get("TRITON_INTERPRET", "").lower() in _TRUE
+
+
+def interpreter_problem() -> str | None:
+    """A one-line reason when the Triton interpreter is on but cannot work with the installed triton and
+    numpy (Triton < 3.8's interpreter converts arrays with an API numpy 2.4 removed), else None."""
+    if not triton_interpreting():
+        return None
+    import numpy
+    import triton
+
+    def version(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", v)[:2])
+    if version(triton.__version__) < (3, 8) and version(numpy.__version__) >= (2, 4):
+        return (f"TRITON_INTERPRET=1 needs triton >= 3.8 or numpy < 2.4; found triton {triton.__version__} "
+                f"with numpy {numpy.__version__}")
+    return None

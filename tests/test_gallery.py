@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from muse_tvr.commands.encode import build_model, encode_into_gallery
+from muse_tvr.commands import build_model, encode_into_gallery
 from muse_tvr.engine import gallery as gallery_mod
 from muse_tvr.engine.gallery import Gallery, GalleryError, model_fingerprint
 

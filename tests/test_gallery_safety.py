@@ -114,7 +114,7 @@ def test_corrupt_shard_is_detected_and_named(tmp_path):
 
 
 def test_search_cli_reports_a_damaged_shard(tmp_path, capsys):
-    from muse_tvr.commands.encode import build_model
+    from muse_tvr.commands import build_model
 
     model, info = build_model({"backbone": "tiny", "seed": 0})
     dim = model.config.embed_dim

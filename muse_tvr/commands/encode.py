@@ -1,12 +1,11 @@
-"""`muse-tvr encode VIDEOS_OR_DIRS --out GALLERY`: encode videos into a resumable gallery
-(`encode_into_gallery`, which `evaluate` also uses)."""
+"""`muse-tvr encode VIDEOS_OR_DIRS --out GALLERY`: encode videos into a resumable gallery."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from . import add_model_args, build_model, model_spec, non_negative, positive, random_weights_banner
+from . import (add_model_args, build_model, encode_into_gallery, model_spec, non_negative, positive,
+               random_weights_banner)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,120 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="refuse truncated videos (decoded short of their declared length) and exit with "
                         "status 1 if any file was skipped")
     p.set_defaults(func=run)
-
-
-def _decode_ahead(paths, load, workers: int, window: int):
-    """Yield (path, SampledVideo or exception) in input order, decoding up to `window` videos ahead on
-    `workers` threads (PyAV releases the GIL while decoding) without queueing the whole list."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    def safe(p):
-        try:
-            return load(p)
-        except Exception as e:  # reported per file by the caller
-            return e
-
-    if workers <= 0:
-        for p in paths:
-            yield p, safe(p)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = deque()
-        it = iter(paths)
-        for p in it:
-            pending.append((p, pool.submit(safe, p)))
-            if len(pending) >= window:
-                break
-        while pending:
-            p, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(safe, nxt)))
-            yield p, fut.result()
-
-
-def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int = 8, workers: int = 2,
-                        progress: bool = True, log=None, strict: bool = False) -> dict:
-    """Encode `paths` (files or frame folders) into the gallery at `gallery_dir`, skipping those already
-    encoded with this model. Each batch is saved durably before the next one starts.
-
-    Returns {"encoded": [keys], "skipped": [keys already present], "failed": {path: reason},
-             "gallery": Gallery (closed)}."""
-    import numpy as np
-    import torch
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from ..engine.gallery import Gallery, file_key
-    from ..engine.video import VideoError, load_video
-
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    cfg = model.config
-    gallery = Gallery.create_or_open(gallery_dir, info, cfg.embed_dim)
-    result = {"encoded": [], "skipped": [], "failed": {}}
-    try:
-        latest = gallery.latest()
-        todo = []
-        for p in paths:
-            try:
-                k = file_key(p)
-            except OSError as e:
-                result["failed"][str(p)] = f"cannot stat: {e}"
-                continue
-            old = latest.get(k["key"])
-            if old and old[1].get("size") == k["size"] and old[1].get("mtime_ns") == k["mtime_ns"]:
-                result["skipped"].append(k["key"])
-            else:
-                todo.append((p, k))
-        size = cfg.vision.image_size
-        keys = {str(p): k for p, k in todo}
-
-        def load(p):
-            return load_video(str(p), size=size, max_frames=cfg.max_frames, strict=strict)
-
-        batch: list = []
-
-        def flush():
-            if not batch:
-                return
-            frames = torch.stack([b[1][0] for b in batch])
-            mask = torch.stack([b[1][1] for b in batch])
-            emb = model.encode_video(frames, mask).numpy().astype(np.float32)
-            gallery.add(emb, [b[2] for b in batch])
-            result["encoded"].extend(b[2]["key"] for b in batch)
-            bar.update(len(batch))  # counted once saved, so the bar shows durable progress
-            batch.clear()
-
-        bar = tqdm(total=len(todo), unit="video", desc="encode", disable=not progress, file=sys.stderr)
-        for p, sampled in _decode_ahead([p for p, _ in todo], load, workers, window=2 * batch_size):
-            if isinstance(sampled, Exception):
-                if not isinstance(sampled, (VideoError, OSError)):
-                    sampled = f"{p}: unexpected {type(sampled).__name__}: {sampled}"
-                result["failed"][str(p)] = str(sampled)
-                bar.write(f"skipped: {sampled}", file=sys.stderr)
-                bar.update(1)
-            else:
-                k = keys[str(p)]
-                entry = {**k, "path": os.path.abspath(p), "kind": sampled.kind, "duration": sampled.duration,
-                         "fps": sampled.fps, "frame_count": sampled.frame_count,
-                         "frames_used": len(sampled.indices), "indices": sampled.indices,
-                         "truncated": bool(sampled.truncated)}
-                batch.append((p, sampled.model_input(cfg.max_frames), entry))
-                if len(batch) >= batch_size:
-                    flush()
-        flush()
-        bar.close()
-        if result["failed"]:
-            gallery.record_failures({str(Path(k).resolve()): v for k, v in result["failed"].items()})
-        gallery.compact()
-    finally:
-        gallery.close()
-    result["gallery"] = gallery
-    return result
 
 
 def run(args: argparse.Namespace) -> int:

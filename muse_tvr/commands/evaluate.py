@@ -79,7 +79,7 @@ def evaluate(model, info: dict, videos_dir, pairs: list[tuple[str, str]], cache_
     from ..engine.gallery import Gallery, file_key
     from ..engine.retrieval import retrieval_metrics
     from ..engine.tokenizer import ClipTokenizer
-    from .encode import encode_into_gallery
+    from . import encode_into_gallery
 
     ids = list(dict.fromkeys(v for v, _ in pairs))
     files = {v: find_video_file(videos_dir, v) for v in ids}

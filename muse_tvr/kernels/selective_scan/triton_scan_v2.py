@@ -1,0 +1,280 @@
+"""PROTOTYPE v2 of the fused bidirectional selective scan (issue 14). Not wired into the engine.
+
+Same contract as `bidirectional_scan_ref` (and `triton_scan.bidirectional_scan_triton`'s sequential
+variant): token-major (Bt, L, D) / (Bt, L, N) inputs, A float32 (D, N) already negated, fp32 state, both
+directions in one launch walking by index (no flipped copies), returns silu(z) * (y_f + y_b) in u_f.dtype.
+
+What changes against v1 (whose static report shows ~71 lane instructions per (element, state)):
+- Layout: the state is a [BLOCK_N, BLOCK_D] tile with the channel axis LAST, BLOCK_D = 32 x num_warps.
+  Triton's default blocked layout spreads the 32 lanes of a warp along the last (fastest) dimension, so
+  each lane owns one channel and holds all BLOCK_N states of that channel in its own registers (the N
+  rows wrap into registers). Per-channel work (loads of u/dt/z, softplus, D skip, gate, stores) is done
+  once per lane instead of once per replicated lane, and y = sum_n s_n C_n (`tl.sum(axis=0)`) is a
+  register-only reduction: no shuffles, no barriers in the loop. B_t / C_t are broadcast loads (every
+  lane reads the same N values, one transaction per warp).
+- exp2 with log2(e) folded into A on the host (A2 = A * log2 e, also transposed to (N, D) so the
+  prologue load is coalesced along D), as `ex2.approx.ftz.f32` (one MUFU.EX2, no denormal fix-ups).
+- Softplus once per channel per step: ln2 * lg2(1 + ex2(x log2 e)) with approx ftz MUFU ops (2 MUFU per
+  channel-step = 2/N per (element, state)), identity above the mamba-ssm threshold 20.
+- Both directions in one lane, interleaved (forward t = i, backward t = L-1-i): two independent
+  recurrences per step. The combine is v1's (first half stores each direction's rounded y into its final
+  slot; second half reads it back, adds, gates), but every slot is written and read by the same lane.
+
+Under the interpreter (no inline PTX) FAST=False uses tl.exp2 / tl.log2 in the same formulas.
+Not done yet: software prefetch of step t+1's loads, a chunk-parallel variant for small batches.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import triton_interpreting
+from .reference import SOFTPLUS_THRESHOLD as _THRESHOLD
+
+SOFTPLUS_THRESHOLD = tl.constexpr(_THRESHOLD)
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+_LOG2E = tl.constexpr(LOG2E)
+_LN2 = tl.constexpr(LN2)
+
+
+@triton.jit
+def _ex2(x, FAST: tl.constexpr):
+    if FAST:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def _lg2(x, FAST: tl.constexpr):
+    if FAST:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.log2(x)
+
+
+@triton.jit
+def _bc(ptr, row, nidx, mn, ALIGN: tl.constexpr, CH: tl.constexpr):
+    """B_t or C_t broadcast to every lane: [NCH, BLOCK_D, CH] (stride 0 along D), fp32. ALIGN: the host
+    checked that every row starts on a CH-element boundary, so each lane's CH values are one vector load."""
+    p = ptr + row + nidx
+    if ALIGN:  # pointer divisibility is in bytes
+        p = tl.multiple_of(p, [1, 1, CH * ptr.dtype.element_ty.primitive_bitwidth // 8])
+        p = tl.max_contiguous(p, [1, 1, CH])
+    return tl.load(p, mask=mn, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _step(state, t, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
+          A2, Dv, bias, FAST: tl.constexpr, ALIGN: tl.constexpr, CH: tl.constexpr):
+    """Advance one direction by the token at t. state, A2: [NCH, BLOCK_D, CH] fp32 (state n = k*CH + c
+    at [k, d, c]). Returns (state, y) with y: [BLOCK_D]."""
+    u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
+    x = tl.load(dt_ptr + t * s_dtl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+    sp = _LN2 * _lg2(1.0 + _ex2(x * _LOG2E, FAST), FAST)
+    dt = tl.where(x > SOFTPLUS_THRESHOLD, x, sp)
+    dt = tl.where(md, dt, 0.0)
+    row = t * s_bcl
+    Bt = _bc(B_ptr, row, nidx, mn, ALIGN, CH)
+    Ct = _bc(C_ptr, row, nidx, mn, ALIGN, CH)
+    dt3 = dt[None, :, None]
+    state = _ex2(dt3 * A2, FAST) * state + Bt * (dt * u)[None, :, None]
+    y = tl.sum(tl.sum(state * Ct, axis=2), axis=0) + Dv * u
+    return state, y
+
+
+@triton.jit
+def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, z_ptr,
+                      A2f_ptr, A2b_ptr, D_f_ptr, D_b_ptr, bias_f_ptr, bias_b_ptr,
+                      L, D, s_ub, s_ul, s_dtb, s_dtl, s_bcb, s_bcl, s_zb, s_zl,
+                      out_ptr,
+                      N: tl.constexpr, BLOCK_D: tl.constexpr, NCH: tl.constexpr, CH: tl.constexpr,
+                      FAST: tl.constexpr, ALIGN: tl.constexpr):
+    """Grid (B, cdiv(D, BLOCK_D)); BLOCK_D = 32 x num_warps; NCH x CH >= N states (CH = one 16-byte
+    vector of the I/O dtype). A2*: (D, N) fp32 = A * log2 e. out is contiguous (B, L, D)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    md = offs_d < D
+    d3 = offs_d[None, :, None]
+    # state index n = k * CH + c of the [NCH, BLOCK_D, CH] tile; 0 * d3 broadcasts it along D
+    nidx = tl.arange(0, NCH)[:, None, None] * CH + tl.arange(0, CH)[None, None, :] + 0 * d3
+    mn = nidx < N
+    m3 = mn & (d3 < D)
+    a_off = d3 * N + nidx
+    pa_f = A2f_ptr + a_off
+    pa_b = A2b_ptr + a_off
+    if N % CH == 0:  # fold_A's fresh (D, N) tensors: 16-byte aligned rows of whole CH vectors
+        pa_f = tl.max_contiguous(tl.multiple_of(pa_f, [1, 1, 4 * CH]), [1, 1, CH])
+        pa_b = tl.max_contiguous(tl.multiple_of(pa_b, [1, 1, 4 * CH]), [1, 1, CH])
+    A2f = tl.load(pa_f, mask=m3, other=0.0)
+    A2b = tl.load(pa_b, mask=m3, other=0.0)
+    Df = tl.load(D_f_ptr + offs_d, mask=md, other=0.0)
+    Db = tl.load(D_b_ptr + offs_d, mask=md, other=0.0)
+    bf = tl.load(bias_f_ptr + offs_d, mask=md, other=0.0)
+    bb = tl.load(bias_b_ptr + offs_d, mask=md, other=0.0)
+
+    uf_ptr += pid_b * s_ub
+    ub_ptr += pid_b * s_ub
+    dtf_ptr += pid_b * s_dtb
+    dtb_ptr += pid_b * s_dtb
+    Bf_ptr += pid_b * s_bcb
+    Cf_ptr += pid_b * s_bcb
+    Bb_ptr += pid_b * s_bcb
+    Cb_ptr += pid_b * s_bcb
+    z_ptr += pid_b * s_zb
+    out_ptr += pid_b * L * D
+    ot = out_ptr.dtype.element_ty
+
+    sf = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
+    sb = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
+    half = L // 2
+    for i in range(0, half):
+        t_f = i
+        t_b = L - 1 - i
+        sf, y_f = _step(sf, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
+                        A2f, Df, bf, FAST, ALIGN, CH)
+        sb, y_b = _step(sb, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
+                        A2b, Db, bb, FAST, ALIGN, CH)
+        tl.store(out_ptr + t_f * D + offs_d, y_f.to(ot), mask=md)
+        tl.store(out_ptr + t_b * D + offs_d, y_b.to(ot), mask=md)
+    # Each lane reads back only what it stored itself; the barrier is outside the loops and keeps that
+    # true whatever layout the stores got.
+    tl.debug_barrier()
+    for i in range(half, L):
+        t_f = i
+        t_b = L - 1 - i
+        sf, y_f = _step(sf, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
+                        A2f, Df, bf, FAST, ALIGN, CH)
+        sb, y_b = _step(sb, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
+                        A2b, Db, bb, FAST, ALIGN, CH)
+        y_f = y_f.to(ot).to(tl.float32)
+        y_b = y_b.to(ot).to(tl.float32)
+        mid = t_f == t_b  # odd L: both directions meet at the middle token in the same step
+        part_b = tl.load(out_ptr + t_f * D + offs_d, mask=md & (t_f != t_b), other=0.0).to(tl.float32)
+        part_f = tl.load(out_ptr + t_b * D + offs_d, mask=md & (t_f != t_b), other=0.0).to(tl.float32)
+        part_b = tl.where(mid, y_b, part_b)
+        z_f = tl.load(z_ptr + t_f * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
+        z_b = tl.load(z_ptr + t_b * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
+        g_f = z_f / (1.0 + _ex2(-z_f * _LOG2E, FAST))
+        g_b = z_b / (1.0 + _ex2(-z_b * _LOG2E, FAST))
+        tl.store(out_ptr + t_f * D + offs_d, ((y_f + part_b) * g_f).to(ot), mask=md)
+        tl.store(out_ptr + t_b * D + offs_d, ((part_f + y_b) * g_b).to(ot), mask=md & (t_f != t_b))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Python entry point
+
+NUM_WARPS = 1
+
+
+def fold_A(A: torch.Tensor) -> torch.Tensor:
+    """(D, N) negated A -> (D, N) float32 A * log2(e), what the kernel's exp2 takes."""
+    return (A.to(torch.float32) * LOG2E).contiguous()
+
+
+def tile_n(n: int) -> tuple[int, int]:
+    """(NCH, CH): the N axis as NCH vectors of CH = 4 states (at most next_pow2(N)). 4 is one 16-byte
+    vector of the fp32 A2: Triton's coalescing gives every [NCH, BLOCK_D, CH] tile the layout of the
+    widest load, and a CH wider than that load's vector would put 2+ lanes on one channel."""
+    bn = triton.next_power_of_2(max(n, 1))
+    ch = min(bn, 4)
+    return bn // ch, ch
+
+
+def aligned(ts: list[torch.Tensor], ch: int) -> bool:
+    """Every row of every B/C tensor starts on a CH-element vector boundary (the kernel's vector loads),
+    and N fills whole vectors."""
+    return all(t.data_ptr() % (ch * t.element_size()) == 0 and t.stride(0) % ch == 0 and t.stride(1) % ch == 0
+               and t.shape[-1] % ch == 0 for t in ts)
+
+
+def _seq(name, t, shape, device):
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {getattr(t, 'shape', type(t).__name__)}")
+    if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but u_f is on {device}")
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _vec(name, t, d, device):
+    if t is None:
+        return torch.zeros(d, dtype=torch.float32, device=device)
+    if tuple(t.shape) != (d,):
+        raise ValueError(f"{name} must have shape ({d},), got {tuple(t.shape)}")
+    return t.to(device=device, dtype=torch.float32).contiguous()
+
+
+def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b,
+                                 delta_bias_f, delta_bias_b, *, num_warps: int = NUM_WARPS) -> torch.Tensor:
+    """Same arguments and result as `bidirectional_scan_ref` (prototype; one launch, sequential walk)."""
+    if not isinstance(u_f, torch.Tensor) or u_f.dim() != 3:
+        raise ValueError(f"u_f must be a (B, L, D) tensor, got {getattr(u_f, 'shape', type(u_f).__name__)}")
+    bsz, length, d = u_f.shape
+    dev = u_f.device
+    if not isinstance(A_f, torch.Tensor) or A_f.dim() != 2 or A_f.shape[0] != d:
+        raise ValueError(f"A_f must be (D={d}, N), got {getattr(A_f, 'shape', None)}")
+    n = A_f.shape[1]
+    if tuple(A_b.shape) != (d, n):
+        raise ValueError(f"A_b must be (D={d}, N={n}), got {tuple(A_b.shape)}")
+    seq, st = (bsz, length, d), (bsz, length, n)
+    u_f, u_b = _seq("u_f", u_f, seq, dev), _seq("u_b", u_b, seq, dev)
+    delta_f, delta_b = _seq("delta_f", delta_f, seq, dev), _seq("delta_b", delta_b, seq, dev)
+    if u_f.stride()[:2] != u_b.stride()[:2]:
+        u_f, u_b = u_f.contiguous(), u_b.contiguous()
+    if delta_f.stride()[:2] != delta_b.stride()[:2]:
+        delta_f, delta_b = delta_f.contiguous(), delta_b.contiguous()
+    bc = [_seq(nm, t, st, dev) for nm, t in (("B_f", B_f), ("C_f", C_f), ("B_b", B_b), ("C_b", C_b))]
+    if len({t.stride()[:2] for t in bc}) != 1:
+        bc = [t.contiguous() for t in bc]
+    B_f, C_f, B_b, C_b = bc
+    z = _seq("z", z, seq, dev)
+    if u_b.dtype != u_f.dtype:
+        raise ValueError(f"u_b dtype {u_b.dtype} must equal u_f dtype {u_f.dtype}")
+    A2f, A2b = fold_A(A_f.to(dev)), fold_A(A_b.to(dev))
+    D_f, D_b = _vec("D_f", D_f, d, dev), _vec("D_b", D_b, d, dev)
+    bias_f, bias_b = _vec("delta_bias_f", delta_bias_f, d, dev), _vec("delta_bias_b", delta_bias_b, d, dev)
+    out = torch.empty(seq, dtype=u_f.dtype, device=dev)
+    if out.numel() == 0:
+        return out
+    block_d = 32 * num_warps
+    nch, ch = tile_n(n)
+    grid = (bsz, triton.cdiv(d, block_d))
+    _biscan_v2_kernel[grid](u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z,
+                            A2f, A2b, D_f, D_b, bias_f, bias_b,
+                            length, d, u_f.stride(0), u_f.stride(1), delta_f.stride(0), delta_f.stride(1),
+                            B_f.stride(0), B_f.stride(1), z.stride(0), z.stride(1),
+                            out, N=n, BLOCK_D=block_d, NCH=nch, CH=ch,
+                            FAST=not triton_interpreting(), ALIGN=aligned(bc, ch), num_warps=num_warps)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# AOT spec (the SASS report compiles it; see docs/kernels.md "Static report")
+
+_SEQ_INPUTS = ["uf_ptr", "dtf_ptr", "Bf_ptr", "Cf_ptr", "ub_ptr", "dtb_ptr", "Bb_ptr", "Cb_ptr", "z_ptr"]
+_PARAMS = ["A2f_ptr", "A2b_ptr", "D_f_ptr", "D_b_ptr", "bias_f_ptr", "bias_b_ptr"]
+
+
+def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NUM_WARPS) -> dict:
+    """ASTSource inputs for the v2 kernel; A2f/A2b are the (D, N) fp32 `fold_A` of A. ALIGN=True: the
+    caller guarantees 16-byte aligned B/C rows (MUSE's x_proj slices are)."""
+    signature = {k: f"*{dtype}" for k in _SEQ_INPUTS}
+    signature.update({k: "*fp32" for k in _PARAMS})
+    signature.update({k: "i32" for k in ["L", "D", "s_ub", "s_ul", "s_dtb", "s_dtl", "s_bcb", "s_bcl",
+                                         "s_zb", "s_zl"]})
+    signature["out_ptr"] = f"*{dtype}"
+    nch, ch = tile_n(d_state)
+    cx = {"N": d_state, "BLOCK_D": 32 * num_warps, "NCH": nch, "CH": ch, "FAST": True, "ALIGN": True}
+    signature.update({k: "constexpr" for k in cx})
+    return {"fn": _biscan_v2_kernel, "signature": signature, "constexprs": cx, "grid": "(B, cdiv(D, BLOCK_D))",
+            "options": {"num_warps": num_warps}}
+
+
+AOT_SPECS = {"bidirectional_scan_v2": scan_v2_aot_spec}

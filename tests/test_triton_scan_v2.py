@@ -6,7 +6,8 @@ import torch
 
 from helpers import assert_close
 from muse_tvr.kernels.selective_scan import bidirectional_scan_ref
-from muse_tvr.kernels.selective_scan.triton_scan_v2 import aligned, bidirectional_scan_triton_v2, tile_n
+from muse_tvr.kernels.selective_scan.triton_scan_v2 import (aligned, bidirectional_scan_triton_v2, tile_n,
+                                                            use_pairs)
 from test_triton_scan import assert_close_matches, scan_inputs
 
 # (B, L, D, N)
@@ -51,6 +52,9 @@ def test_v2_strided_views_and_optional_params():
 
 
 def test_v2_tile_and_alignment_rules():
-    assert tile_n(16) == (4, 4) and tile_n(4) == (1, 4) and tile_n(2) == (1, 2) and tile_n(12) == (4, 4)
+    assert tile_n(16) == (2, 4) and tile_n(4) == (1, 2) and tile_n(1) == (1, 1) and tile_n(12) == (2, 4)
     x = torch.zeros(2, 5, 16)
     assert aligned([x], 4) and not aligned([x[..., 1:13]], 4)
+    xb = x.bfloat16()
+    assert use_pairs([xb]) and not use_pairs([x]) and not use_pairs([xb[..., 1:13]])
+    assert aligned([xb], 4, pairs=True) and not aligned([xb[..., 2:10]], 4, pairs=True)

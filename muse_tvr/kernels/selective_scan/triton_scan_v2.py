@@ -58,33 +58,64 @@ def _lg2(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def _bc(ptr, row, nidx, mn, ALIGN: tl.constexpr, CH: tl.constexpr):
-    """B_t or C_t broadcast to every lane: [NCH, BLOCK_D, CH] (stride 0 along D), fp32. ALIGN: the host
-    checked that every row starts on a CH-element boundary, so each lane's CH values are one vector load."""
-    p = ptr + row + nidx
-    if ALIGN:  # pointer divisibility is in bytes
-        p = tl.multiple_of(p, [1, 1, CH * ptr.dtype.element_ty.primitive_bitwidth // 8])
-        p = tl.max_contiguous(p, [1, 1, CH])
-    return tl.load(p, mask=mn, other=0.0).to(tl.float32)
+def _vec_ptr(base, off, VEC: tl.constexpr, ALIGN: tl.constexpr):
+    """base + off; ALIGN: the host checked that each lane's VEC contiguous values start on a VEC-element
+    boundary, so they are one vector load (pointer divisibility is in bytes). The hints must be set on a
+    value defined here: on a function argument they are silently dropped."""
+    p = base + off
+    if ALIGN:
+        p = tl.max_contiguous(tl.multiple_of(p, [1, 1, VEC * p.dtype.element_ty.primitive_bitwidth // 8]),
+                              [1, 1, VEC])
+    return p
 
 
 @triton.jit
-def _step(state, t, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
-          A2, Dv, bias, FAST: tl.constexpr, ALIGN: tl.constexpr, CH: tl.constexpr):
-    """Advance one direction by the token at t. state, A2: [NCH, BLOCK_D, CH] fp32 (state n = k*CH + c
-    at [k, d, c]). Returns (state, y) with y: [BLOCK_D]."""
+def _bc(ptr, row, jidx, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr, PAIRS: tl.constexpr,
+        ALIGN: tl.constexpr):
+    """B_t or C_t broadcast to every lane (stride 0 along D) as two fp32 [NCH, BLOCK_D, CH] tiles (lo, hi)
+    of the state split `state_index` describes. row: t * (row stride), in elements."""
+    if PAIRS:
+        # bf16 pairs read as one int32 word: lo = word << 16, hi = word & 0xffff0000 (1 ALU op each)
+        p = _vec_ptr(ptr.to(tl.pointer_type(tl.int32)), row // 2 + jidx, CH, ALIGN)
+        if 2 * M == N:
+            w = tl.load(p)
+        else:
+            w = tl.load(p, mask=jidx < N // 2, other=0)
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & -65536).to(tl.float32, bitcast=True)
+    else:
+        nlo = (jidx // CH) * (2 * CH) + jidx % CH
+        p_lo = _vec_ptr(ptr, row + nlo, CH, ALIGN)
+        p_hi = _vec_ptr(ptr, row + nlo + CH, CH, ALIGN)
+        if 2 * M == N:
+            lo = tl.load(p_lo).to(tl.float32)
+            hi = tl.load(p_hi).to(tl.float32)
+        else:
+            lo = tl.load(p_lo, mask=nlo < N, other=0.0).to(tl.float32)
+            hi = tl.load(p_hi, mask=nlo + CH < N, other=0.0).to(tl.float32)
+    return lo, hi
+
+
+@triton.jit
+def _step(s_lo, s_hi, t, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl, offs_d, md, jidx,
+          A_lo, A_hi, Dv, bias, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr, PAIRS: tl.constexpr,
+          FAST: tl.constexpr, ALIGN: tl.constexpr):
+    """Advance one direction by the token at t. States and A2 are split in two fp32 [NCH, BLOCK_D, CH]
+    tiles (lo, hi), each lane holding its channel's 2 x NCH x CH states. Returns (s_lo, s_hi, y), y: [BLOCK_D]."""
     u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
     x = tl.load(dt_ptr + t * s_dtl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
     sp = _LN2 * _lg2(1.0 + _ex2(x * _LOG2E, FAST), FAST)
     dt = tl.where(x > SOFTPLUS_THRESHOLD, x, sp)
     dt = tl.where(md, dt, 0.0)
     row = t * s_bcl
-    Bt = _bc(B_ptr, row, nidx, mn, ALIGN, CH)
-    Ct = _bc(C_ptr, row, nidx, mn, ALIGN, CH)
+    B_lo, B_hi = _bc(B_ptr, row, jidx, N, M, CH, PAIRS, ALIGN)
+    C_lo, C_hi = _bc(C_ptr, row, jidx, N, M, CH, PAIRS, ALIGN)
     dt3 = dt[None, :, None]
-    state = _ex2(dt3 * A2, FAST) * state + Bt * (dt * u)[None, :, None]
-    y = tl.sum(tl.sum(state * Ct, axis=2), axis=0) + Dv * u
-    return state, y
+    du3 = (dt * u)[None, :, None]
+    s_lo = _ex2(dt3 * A_lo, FAST) * s_lo + B_lo * du3
+    s_hi = _ex2(dt3 * A_hi, FAST) * s_hi + B_hi * du3
+    y = tl.sum(tl.sum(s_lo * C_lo + s_hi * C_hi, axis=2), axis=0) + Dv * u
+    return s_lo, s_hi, y
 
 
 @triton.jit
@@ -93,26 +124,23 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
                       L, D, s_ub, s_ul, s_dtb, s_dtl, s_bcb, s_bcl, s_zb, s_zl,
                       out_ptr,
                       N: tl.constexpr, BLOCK_D: tl.constexpr, NCH: tl.constexpr, CH: tl.constexpr,
-                      FAST: tl.constexpr, ALIGN: tl.constexpr):
-    """Grid (B, cdiv(D, BLOCK_D)); BLOCK_D = 32 x num_warps; NCH x CH >= N states (CH = one 16-byte
-    vector of the I/O dtype). A2*: (D, N) fp32 = A * log2 e. out is contiguous (B, L, D)."""
+                      PAIRS: tl.constexpr, FAST: tl.constexpr, ALIGN: tl.constexpr):
+    """Grid (B, cdiv(D, BLOCK_D)); BLOCK_D = 32 x num_warps; M = NCH x CH states per half (`tile_n`).
+    A2*: (2, D, M) fp32 from `fold_A` (A * log2 e split into the lo/hi halves). out is contiguous (B, L, D)."""
+    M: tl.constexpr = NCH * CH
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     md = offs_d < D
     d3 = offs_d[None, :, None]
-    # state index n = k * CH + c of the [NCH, BLOCK_D, CH] tile; 0 * d3 broadcasts it along D
-    nidx = tl.arange(0, NCH)[:, None, None] * CH + tl.arange(0, CH)[None, None, :] + 0 * d3
-    mn = nidx < N
-    m3 = mn & (d3 < D)
-    a_off = d3 * N + nidx
-    pa_f = A2f_ptr + a_off
-    pa_b = A2b_ptr + a_off
-    if N % CH == 0:  # fold_A's fresh (D, N) tensors: 16-byte aligned rows of whole CH vectors
-        pa_f = tl.max_contiguous(tl.multiple_of(pa_f, [1, 1, 4 * CH]), [1, 1, CH])
-        pa_b = tl.max_contiguous(tl.multiple_of(pa_b, [1, 1, 4 * CH]), [1, 1, CH])
-    A2f = tl.load(pa_f, mask=m3, other=0.0)
-    A2b = tl.load(pa_b, mask=m3, other=0.0)
+    # j = k * CH + c indexes the [NCH, BLOCK_D, CH] tiles; 0 * d3 broadcasts it along D
+    jidx = tl.arange(0, NCH)[:, None, None] * CH + tl.arange(0, CH)[None, None, :] + 0 * d3
+    m3 = (d3 < D) & (jidx < M)
+    a_off = d3 * M + jidx
+    A_lo_f = tl.load(_vec_ptr(A2f_ptr, a_off, CH, True), mask=m3, other=0.0)
+    A_hi_f = tl.load(_vec_ptr(A2f_ptr, D * M + a_off, CH, True), mask=m3, other=0.0)
+    A_lo_b = tl.load(_vec_ptr(A2b_ptr, a_off, CH, True), mask=m3, other=0.0)
+    A_hi_b = tl.load(_vec_ptr(A2b_ptr, D * M + a_off, CH, True), mask=m3, other=0.0)
     Df = tl.load(D_f_ptr + offs_d, mask=md, other=0.0)
     Db = tl.load(D_b_ptr + offs_d, mask=md, other=0.0)
     bf = tl.load(bias_f_ptr + offs_d, mask=md, other=0.0)
@@ -130,16 +158,18 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
     out_ptr += pid_b * L * D
     ot = out_ptr.dtype.element_ty
 
-    sf = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
-    sb = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
+    sf_lo = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
+    sf_hi = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
+    sb_lo = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
+    sb_hi = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
     half = L // 2
     for i in range(0, half):
         t_f = i
         t_b = L - 1 - i
-        sf, y_f = _step(sf, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
-                        A2f, Df, bf, FAST, ALIGN, CH)
-        sb, y_b = _step(sb, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
-                        A2b, Db, bb, FAST, ALIGN, CH)
+        sf_lo, sf_hi, y_f = _step(sf_lo, sf_hi, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d,
+                                  md, jidx, A_lo_f, A_hi_f, Df, bf, N, M, CH, PAIRS, FAST, ALIGN)
+        sb_lo, sb_hi, y_b = _step(sb_lo, sb_hi, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d,
+                                  md, jidx, A_lo_b, A_hi_b, Db, bb, N, M, CH, PAIRS, FAST, ALIGN)
         tl.store(out_ptr + t_f * D + offs_d, y_f.to(ot), mask=md)
         tl.store(out_ptr + t_b * D + offs_d, y_b.to(ot), mask=md)
     # Each lane reads back only what it stored itself; the barrier is outside the loops and keeps that
@@ -148,10 +178,10 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
     for i in range(half, L):
         t_f = i
         t_b = L - 1 - i
-        sf, y_f = _step(sf, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
-                        A2f, Df, bf, FAST, ALIGN, CH)
-        sb, y_b = _step(sb, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d, md, nidx, mn,
-                        A2b, Db, bb, FAST, ALIGN, CH)
+        sf_lo, sf_hi, y_f = _step(sf_lo, sf_hi, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d,
+                                  md, jidx, A_lo_f, A_hi_f, Df, bf, N, M, CH, PAIRS, FAST, ALIGN)
+        sb_lo, sb_hi, y_b = _step(sb_lo, sb_hi, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d,
+                                  md, jidx, A_lo_b, A_hi_b, Db, bb, N, M, CH, PAIRS, FAST, ALIGN)
         y_f = y_f.to(ot).to(tl.float32)
         y_b = y_b.to(ot).to(tl.float32)
         mid = t_f == t_b  # odd L: both directions meet at the middle token in the same step
@@ -172,25 +202,49 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
 NUM_WARPS = 1
 
 
-def fold_A(A: torch.Tensor) -> torch.Tensor:
-    """(D, N) negated A -> (D, N) float32 A * log2(e), what the kernel's exp2 takes."""
-    return (A.to(torch.float32) * LOG2E).contiguous()
-
-
 def tile_n(n: int) -> tuple[int, int]:
-    """(NCH, CH): the N axis as NCH vectors of CH = 4 states (at most next_pow2(N)). 4 is one 16-byte
-    vector of the fp32 A2: Triton's coalescing gives every [NCH, BLOCK_D, CH] tile the layout of the
-    widest load, and a CH wider than that load's vector would put 2+ lanes on one channel."""
-    bn = triton.next_power_of_2(max(n, 1))
-    ch = min(bn, 4)
-    return bn // ch, ch
+    """(NCH, CH): each half (lo, hi) of the N states is a [NCH, BLOCK_D, CH] tile, M = NCH x CH =
+    max(next_pow2(N) / 2, 1) states, CH = min(M, 4). 4 fp32 is one 16-byte vector of A2: Triton's
+    coalescing gives the tiles the layout of the widest load, and a CH wider than that load's vector would
+    put 2+ lanes on one channel."""
+    m = max(triton.next_power_of_2(max(n, 1)) // 2, 1)
+    ch = min(m, 4)
+    return m // ch, ch
 
 
-def aligned(ts: list[torch.Tensor], ch: int) -> bool:
-    """Every row of every B/C tensor starts on a CH-element vector boundary (the kernel's vector loads),
-    and N fills whole vectors."""
-    return all(t.data_ptr() % (ch * t.element_size()) == 0 and t.stride(0) % ch == 0 and t.stride(1) % ch == 0
-               and t.shape[-1] % ch == 0 for t in ts)
+def state_index(n: int, pairs: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state n held at position j of the lo and hi halves (j = k * CH + c). pairs (bf16 read as
+    int32 words): lo = 2j, hi = 2j + 1. Otherwise lo = k * 2CH + c, hi = lo + CH (two CH-vectors per k)."""
+    nch, ch = tile_n(n)
+    j = torch.arange(nch * ch)
+    if pairs:
+        return 2 * j, 2 * j + 1
+    lo = (j // ch) * 2 * ch + j % ch
+    return lo, lo + ch
+
+
+def fold_A(A: torch.Tensor, pairs: bool) -> torch.Tensor:
+    """(D, N) negated A -> (2, D, M) float32 A * log2(e), split into the kernel's lo / hi state halves
+    (`state_index`; positions past N are 0)."""
+    d, n = A.shape
+    lo, hi = state_index(n, pairs)
+    a = torch.zeros(d, 2 * len(lo), dtype=torch.float32, device=A.device)
+    a[:, :n] = A.to(torch.float32) * LOG2E
+    return torch.stack([a[:, lo.to(A.device)], a[:, hi.to(A.device)]]).contiguous()
+
+
+def use_pairs(ts: list[torch.Tensor]) -> bool:
+    """bf16 B/C with even N and every row on a 4-byte boundary: read as int32 words of two states."""
+    return all(t.dtype == torch.bfloat16 and t.shape[-1] % 2 == 0 and t.data_ptr() % 4 == 0
+               and t.stride(0) % 2 == 0 and t.stride(1) % 2 == 0 for t in ts)
+
+
+def aligned(ts: list[torch.Tensor], ch: int, pairs: bool = False) -> bool:
+    """Every row of every B/C tensor starts on a vector boundary (CH values, or CH int32 words of two bf16
+    in pairs mode), so the kernel's loads vectorize."""
+    vec = 2 * ch if pairs else ch
+    return all(t.data_ptr() % (vec * t.element_size()) == 0 and t.stride(0) % vec == 0
+               and t.stride(1) % vec == 0 for t in ts)
 
 
 def _seq(name, t, shape, device):
@@ -237,7 +291,8 @@ def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b,
     z = _seq("z", z, seq, dev)
     if u_b.dtype != u_f.dtype:
         raise ValueError(f"u_b dtype {u_b.dtype} must equal u_f dtype {u_f.dtype}")
-    A2f, A2b = fold_A(A_f.to(dev)), fold_A(A_b.to(dev))
+    pairs = use_pairs(bc)
+    A2f, A2b = fold_A(A_f.to(dev), pairs), fold_A(A_b.to(dev), pairs)
     D_f, D_b = _vec("D_f", D_f, d, dev), _vec("D_b", D_b, d, dev)
     bias_f, bias_b = _vec("delta_bias_f", delta_bias_f, d, dev), _vec("delta_bias_b", delta_bias_b, d, dev)
     out = torch.empty(seq, dtype=u_f.dtype, device=dev)
@@ -250,8 +305,8 @@ def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b,
                             A2f, A2b, D_f, D_b, bias_f, bias_b,
                             length, d, u_f.stride(0), u_f.stride(1), delta_f.stride(0), delta_f.stride(1),
                             B_f.stride(0), B_f.stride(1), z.stride(0), z.stride(1),
-                            out, N=n, BLOCK_D=block_d, NCH=nch, CH=ch,
-                            FAST=not triton_interpreting(), ALIGN=aligned(bc, ch), num_warps=num_warps)
+                            out, N=n, BLOCK_D=block_d, NCH=nch, CH=ch, PAIRS=pairs,
+                            FAST=not triton_interpreting(), ALIGN=aligned(bc, ch, pairs), num_warps=num_warps)
     return out
 
 
@@ -262,16 +317,20 @@ _SEQ_INPUTS = ["uf_ptr", "dtf_ptr", "Bf_ptr", "Cf_ptr", "ub_ptr", "dtb_ptr", "Bb
 _PARAMS = ["A2f_ptr", "A2b_ptr", "D_f_ptr", "D_b_ptr", "bias_f_ptr", "bias_b_ptr"]
 
 
-def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NUM_WARPS) -> dict:
-    """ASTSource inputs for the v2 kernel; A2f/A2b are the (D, N) fp32 `fold_A` of A. ALIGN=True: the
-    caller guarantees 16-byte aligned B/C rows (MUSE's x_proj slices are)."""
+def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NUM_WARPS,
+                     pairs: bool | None = None) -> dict:
+    """ASTSource inputs for the v2 kernel; A2f/A2b are the (2, D, M) fp32 `fold_A(A, pairs)`. ALIGN=True:
+    the caller guarantees vector-aligned B/C rows (MUSE's x_proj slices are). pairs: default bf16 and even N."""
+    if pairs is None:
+        pairs = dtype == "bf16" and d_state % 2 == 0
     signature = {k: f"*{dtype}" for k in _SEQ_INPUTS}
     signature.update({k: "*fp32" for k in _PARAMS})
     signature.update({k: "i32" for k in ["L", "D", "s_ub", "s_ul", "s_dtb", "s_dtl", "s_bcb", "s_bcl",
                                          "s_zb", "s_zl"]})
     signature["out_ptr"] = f"*{dtype}"
     nch, ch = tile_n(d_state)
-    cx = {"N": d_state, "BLOCK_D": 32 * num_warps, "NCH": nch, "CH": ch, "FAST": True, "ALIGN": True}
+    cx = {"N": d_state, "BLOCK_D": 32 * num_warps, "NCH": nch, "CH": ch, "PAIRS": pairs, "FAST": True,
+          "ALIGN": True}
     signature.update({k: "constexpr" for k in cx})
     return {"fn": _biscan_v2_kernel, "signature": signature, "constexprs": cx, "grid": "(B, cdiv(D, BLOCK_D))",
             "options": {"num_warps": num_warps}}

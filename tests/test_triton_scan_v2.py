@@ -58,3 +58,21 @@ def test_v2_tile_and_alignment_rules():
     xb = x.bfloat16()
     assert use_pairs([xb]) and not use_pairs([x]) and not use_pairs([xb[..., 1:13]])
     assert aligned([xb], 4, pairs=True) and not aligned([xb[..., 2:10]], 4, pairs=True)
+
+
+def test_v2_static_report_one_lane_per_channel():
+    """sm_90 SASS of the v2 kernel (compiled in a child process): the walk loops have no shuffles and no
+    barriers (each lane owns its channel's states), no spills, and far fewer lane instructions per
+    (element, state) than v1's ~71."""
+    from muse_tvr.kernels import sass
+
+    entry = next(e for e in sass.other_entries() if e.kernel == "bidirectional_scan_v2")
+    k = sass._compile([entry], 90)[0]
+    assert not isinstance(k, str), k
+    row = sass.analyze(entry, k)
+    assert "error" not in row, row["error"]
+    assert row["spills"] == 0
+    assert [lp["role"] for lp in row["loops"]] == ["walk_first_half", "walk_second_half"]
+    for lp in row["loops"]:
+        assert lp["shfl"] == 0 and lp["bar"] == 0, lp
+    assert row["instr_per_elem_state"] < 16, row["instr_per_elem_state"]

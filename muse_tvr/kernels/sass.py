@@ -22,6 +22,7 @@ list this module) has a count known by hand; tests/test_sass.py checks the count
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -340,7 +341,15 @@ def other_entries(skip_modules: tuple[str, ...] = ("muse_tvr.kernels.selective_s
         spec = factory()
         cfg = {k: v for k, v in spec.get("constexprs", {}).items()}
         cfg.update(spec.get("options", {}))
-        out.append(Entry(name, mod, name, {}, cfg))
+        # A module may describe a spec's time loops for the model (SASS_MODELS: name -> f(shape) -> dict
+        # with "time_loops" [(role, elem_state, trips)], "warps", "hbm_bytes"; see triton_scan_v2).
+        model = getattr(importlib.import_module(mod), "SASS_MODELS", {}).get(name)
+        if model is None:
+            out.append(Entry(name, mod, name, {}, cfg))
+            continue
+        m = model(SHAPE)
+        out.append(Entry(name, mod, name, {}, {**cfg, "picked_at": dict(SHAPE)},
+                         [TimeLoop(*t) for t in m["time_loops"]], warps=m["warps"], hbm_bytes=m["hbm_bytes"]))
     return out
 
 

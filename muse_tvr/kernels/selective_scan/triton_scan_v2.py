@@ -337,3 +337,17 @@ def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NU
 
 
 AOT_SPECS = {"bidirectional_scan_v2": scan_v2_aot_spec}
+
+
+def sass_model(shape: dict) -> dict:
+    """The static report's time model of `scan_v2_aot_spec()` (bf16, num_warps=1) at shape {B, L, D, N}:
+    the two walk loops, the grid's warps, and the HBM bytes (u, dt of both directions and z read once, out
+    written twice and read once; B, C of both directions)."""
+    b, length, d, n = shape["B"], shape["L"], shape["D"], shape["N"]
+    es = 32 * NUM_WARPS * n * 2
+    return {"time_loops": [("walk_first_half", es, length // 2), ("walk_second_half", es, length - length // 2)],
+            "warps": b * triton.cdiv(d, 32 * NUM_WARPS) * NUM_WARPS,
+            "hbm_bytes": (5 + 3) * b * length * d * 2 + 4 * b * length * n * 2}
+
+
+SASS_MODELS = {"bidirectional_scan_v2": sass_model}

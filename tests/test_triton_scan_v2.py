@@ -14,11 +14,12 @@ from test_triton_scan import assert_close_matches, scan_inputs
 SHAPES = [(1, 1, 24, 16), (2, 13, 24, 16), (1, 13, 40, 4), (2, 6, 8, 16), (1, 5, 24, 12)]
 
 
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "noprefetch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-L{}-D{}-N{}".format(*s))
-def test_v2_matches_reference(shape, dtype):
+def test_v2_matches_reference(shape, dtype, prefetch):
     args = scan_inputs(*shape, dtype)
-    out = bidirectional_scan_triton_v2(*args)
+    out = bidirectional_scan_triton_v2(*args, prefetch=prefetch)
     assert out.dtype == dtype and out.shape == args[0].shape
     assert_close_matches(out, args, "v2 scan")
 
@@ -76,3 +77,8 @@ def test_v2_static_report_one_lane_per_channel():
     for lp in row["loops"]:
         assert lp["shfl"] == 0 and lp["bar"] == 0, lp
     assert row["instr_per_elem_state"] < 16, row["instr_per_elem_state"]
+
+
+def test_v2_fp16_generic_path():
+    args = scan_inputs(2, 9, 24, 16, torch.float16)
+    assert_close_matches(bidirectional_scan_triton_v2(*args), args, "v2 scan fp16")

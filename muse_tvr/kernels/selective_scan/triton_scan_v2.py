@@ -5,10 +5,12 @@ variant): token-major (Bt, L, D) / (Bt, L, N) inputs, A float32 (D, N) already n
 directions in one launch walking by index (no flipped copies), returns silu(z) * (y_f + y_b) in u_f.dtype.
 
 What changes against v1 (whose static report shows ~71 lane instructions per (element, state)):
-- Layout: the state is a [BLOCK_N, BLOCK_D] tile with the channel axis LAST, BLOCK_D = 32 x num_warps.
-  Triton's default blocked layout spreads the 32 lanes of a warp along the last (fastest) dimension, so
-  each lane owns one channel and holds all BLOCK_N states of that channel in its own registers (the N
-  rows wrap into registers). Per-channel work (loads of u/dt/z, softplus, D skip, gate, stores) is done
+- Layout: the state is two [NCH, BLOCK_D, CH] fp32 tiles (CH = 4, NCH x CH = N / 2), BLOCK_D = 32 x
+  num_warps. The 16-byte vector loads along the last axis (CH contiguous values) make Triton's coalescing
+  choose sizePerThread [1, 1, 4], threadsPerWarp [1, 32, 1]: each lane owns one channel and holds all N
+  states of it in registers (checked in the SASS: no SHFL, no BAR in the walk loops). A plain
+  [BLOCK_D, N] tile gets [2 x 16]-lane layouts instead, and a CH wider than the fp32 A2 vector puts 2
+  lanes on a channel. Per-channel work (loads of u/dt/z, softplus, D skip, gate, stores) is done
   once per lane instead of once per replicated lane, and y = sum_n s_n C_n (`tl.sum(axis=0)`) is a
   register-only reduction: no shuffles, no barriers in the loop. B_t / C_t are broadcast loads (every
   lane reads the same N values, one transaction per warp).
@@ -21,7 +23,11 @@ What changes against v1 (whose static report shows ~71 lane instructions per (el
   slot; second half reads it back, adds, gates), but every slot is written and read by the same lane.
 
 Under the interpreter (no inline PTX) FAST=False uses tl.exp2 / tl.log2 in the same formulas.
-Not done yet: software prefetch of step t+1's loads, a chunk-parallel variant for small batches.
+- Software prefetch (PREFETCH, default on): step i computes on values loaded during step i - 1.
+- bf16 B/C (PAIRS): read as int32 words of two states with 128-bit loads; lo = w << 16, hi = w & 0xffff0000
+  is the exact conversion in one ALU op per state. The states are therefore split into two tiles (lo, hi);
+  A2 is permuted on the host to match (`fold_A`, `state_index`).
+Not done yet: a chunk-parallel variant for small batches; EVEN_D (maskless) specialisation; GPU timing.
 """
 from __future__ import annotations
 
@@ -70,46 +76,62 @@ def _vec_ptr(base, off, VEC: tl.constexpr, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _bc(ptr, row, jidx, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr, PAIRS: tl.constexpr,
-        ALIGN: tl.constexpr):
-    """B_t or C_t broadcast to every lane (stride 0 along D) as two fp32 [NCH, BLOCK_D, CH] tiles (lo, hi)
-    of the state split `state_index` describes. row: t * (row stride), in elements."""
+def _bc_load(ptr, row, jidx, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr, PAIRS: tl.constexpr,
+             ALIGN: tl.constexpr):
+    """B_t or C_t broadcast to every lane (stride 0 along D), raw: the two [NCH, BLOCK_D, CH] tiles (lo, hi)
+    of the state split `state_index` describes, or in PAIRS mode (bf16 read as int32 words of two states)
+    the one word tile, returned twice. row: t * (row stride), in elements."""
     if PAIRS:
-        # bf16 pairs read as one int32 word: lo = word << 16, hi = word & 0xffff0000 (1 ALU op each)
         p = _vec_ptr(ptr.to(tl.pointer_type(tl.int32)), row // 2 + jidx, CH, ALIGN)
         if 2 * M == N:
             w = tl.load(p)
         else:
             w = tl.load(p, mask=jidx < N // 2, other=0)
-        lo = (w << 16).to(tl.float32, bitcast=True)
-        hi = (w & -65536).to(tl.float32, bitcast=True)
+        return w, w
     else:
         nlo = (jidx // CH) * (2 * CH) + jidx % CH
         p_lo = _vec_ptr(ptr, row + nlo, CH, ALIGN)
         p_hi = _vec_ptr(ptr, row + nlo + CH, CH, ALIGN)
         if 2 * M == N:
-            lo = tl.load(p_lo).to(tl.float32)
-            hi = tl.load(p_hi).to(tl.float32)
+            return tl.load(p_lo), tl.load(p_hi)
         else:
-            lo = tl.load(p_lo, mask=nlo < N, other=0.0).to(tl.float32)
-            hi = tl.load(p_hi, mask=nlo + CH < N, other=0.0).to(tl.float32)
-    return lo, hi
+            return tl.load(p_lo, mask=nlo < N, other=0.0), tl.load(p_hi, mask=nlo + CH < N, other=0.0)
 
 
 @triton.jit
-def _step(s_lo, s_hi, t, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl, offs_d, md, jidx,
-          A_lo, A_hi, Dv, bias, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr, PAIRS: tl.constexpr,
-          FAST: tl.constexpr, ALIGN: tl.constexpr):
-    """Advance one direction by the token at t. States and A2 are split in two fp32 [NCH, BLOCK_D, CH]
-    tiles (lo, hi), each lane holding its channel's 2 x NCH x CH states. Returns (s_lo, s_hi, y), y: [BLOCK_D]."""
-    u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0).to(tl.float32)
-    x = tl.load(dt_ptr + t * s_dtl + offs_d, mask=md, other=0.0).to(tl.float32) + bias
+def _bc_f32(r0, r1, PAIRS: tl.constexpr):
+    """`_bc_load`'s raw tiles as fp32 (lo, hi). PAIRS: lo = word << 16, hi = word & 0xffff0000, one ALU
+    op each (the exact bf16 -> fp32 conversion)."""
+    if PAIRS:
+        return (r0 << 16).to(tl.float32, bitcast=True), (r1 & -65536).to(tl.float32, bitcast=True)
+    else:
+        return r0.to(tl.float32), r1.to(tl.float32)
+
+
+@triton.jit
+def _load_tok(t, u_ptr, dt_ptr, B_ptr, C_ptr, s_ul, s_dtl, s_bcl, offs_d, md, jidx, N: tl.constexpr,
+              M: tl.constexpr, CH: tl.constexpr, PAIRS: tl.constexpr, ALIGN: tl.constexpr):
+    """Everything one direction reads for the token at t, raw (issued one step ahead: the prefetch)."""
+    u = tl.load(u_ptr + t * s_ul + offs_d, mask=md, other=0.0)
+    x = tl.load(dt_ptr + t * s_dtl + offs_d, mask=md, other=0.0)
+    b0, b1 = _bc_load(B_ptr, t * s_bcl, jidx, N, M, CH, PAIRS, ALIGN)
+    c0, c1 = _bc_load(C_ptr, t * s_bcl, jidx, N, M, CH, PAIRS, ALIGN)
+    return u, x, b0, b1, c0, c1
+
+
+@triton.jit
+def _advance(s_lo, s_hi, u, x, b0, b1, c0, c1, md, A_lo, A_hi, Dv, bias, PAIRS: tl.constexpr,
+             FAST: tl.constexpr):
+    """Advance one direction by one token (`_load_tok`'s values). States and A2 are split in two fp32
+    [NCH, BLOCK_D, CH] tiles (lo, hi), each lane holding its channel's 2 x NCH x CH states.
+    Returns (s_lo, s_hi, y), y: [BLOCK_D] fp32."""
+    u = u.to(tl.float32)
+    x = x.to(tl.float32) + bias
     sp = _LN2 * _lg2(1.0 + _ex2(x * _LOG2E, FAST), FAST)
     dt = tl.where(x > SOFTPLUS_THRESHOLD, x, sp)
     dt = tl.where(md, dt, 0.0)
-    row = t * s_bcl
-    B_lo, B_hi = _bc(B_ptr, row, jidx, N, M, CH, PAIRS, ALIGN)
-    C_lo, C_hi = _bc(C_ptr, row, jidx, N, M, CH, PAIRS, ALIGN)
+    B_lo, B_hi = _bc_f32(b0, b1, PAIRS)
+    C_lo, C_hi = _bc_f32(c0, c1, PAIRS)
     dt3 = dt[None, :, None]
     du3 = (dt * u)[None, :, None]
     s_lo = _ex2(dt3 * A_lo, FAST) * s_lo + B_lo * du3
@@ -124,7 +146,7 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
                       L, D, s_ub, s_ul, s_dtb, s_dtl, s_bcb, s_bcl, s_zb, s_zl,
                       out_ptr,
                       N: tl.constexpr, BLOCK_D: tl.constexpr, NCH: tl.constexpr, CH: tl.constexpr,
-                      PAIRS: tl.constexpr, FAST: tl.constexpr, ALIGN: tl.constexpr):
+                      PAIRS: tl.constexpr, FAST: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
     """Grid (B, cdiv(D, BLOCK_D)); BLOCK_D = 32 x num_warps; M = NCH x CH states per half (`tile_n`).
     A2*: (2, D, M) fp32 from `fold_A` (A * log2 e split into the lo/hi halves). out is contiguous (B, L, D)."""
     M: tl.constexpr = NCH * CH
@@ -163,25 +185,55 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
     sb_lo = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
     sb_hi = tl.zeros([NCH, BLOCK_D, CH], dtype=tl.float32)
     half = L // 2
+    # Software prefetch: step i computes on the token loaded during step i - 1 and loads step i + 1's
+    # (clamped inside [0, L): the last prefetch re-reads a valid token and is never used).
+    uf, xf, bf0, bf1, cf0, cf1 = _load_tok(0, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d, md,
+                                           jidx, N, M, CH, PAIRS, ALIGN)
+    ub, xb, bb0, bb1, cb0, cb1 = _load_tok(L - 1, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d,
+                                           md, jidx, N, M, CH, PAIRS, ALIGN)
     for i in range(0, half):
         t_f = i
         t_b = L - 1 - i
-        sf_lo, sf_hi, y_f = _step(sf_lo, sf_hi, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d,
-                                  md, jidx, A_lo_f, A_hi_f, Df, bf, N, M, CH, PAIRS, FAST, ALIGN)
-        sb_lo, sb_hi, y_b = _step(sb_lo, sb_hi, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d,
-                                  md, jidx, A_lo_b, A_hi_b, Db, bb, N, M, CH, PAIRS, FAST, ALIGN)
+        # PREFETCH: load step i + 1 now; otherwise load step i here (the values carried in are unused)
+        pf = tl.minimum(i + 1, L - 1) if PREFETCH else t_f
+        pb = tl.maximum(L - 2 - i, 0) if PREFETCH else t_b
+        nuf, nxf, nbf0, nbf1, ncf0, ncf1 = _load_tok(pf, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr,
+                                                     s_ul, s_dtl, s_bcl, offs_d, md, jidx, N, M, CH, PAIRS, ALIGN)
+        nub, nxb, nbb0, nbb1, ncb0, ncb1 = _load_tok(pb, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr,
+                                                     s_ul, s_dtl, s_bcl, offs_d, md, jidx, N, M, CH, PAIRS, ALIGN)
+        if not PREFETCH:
+            uf, xf, bf0, bf1, cf0, cf1 = nuf, nxf, nbf0, nbf1, ncf0, ncf1
+            ub, xb, bb0, bb1, cb0, cb1 = nub, nxb, nbb0, nbb1, ncb0, ncb1
+        sf_lo, sf_hi, y_f = _advance(sf_lo, sf_hi, uf, xf, bf0, bf1, cf0, cf1, md, A_lo_f, A_hi_f, Df, bf,
+                                     PAIRS, FAST)
+        sb_lo, sb_hi, y_b = _advance(sb_lo, sb_hi, ub, xb, bb0, bb1, cb0, cb1, md, A_lo_b, A_hi_b, Db, bb,
+                                     PAIRS, FAST)
         tl.store(out_ptr + t_f * D + offs_d, y_f.to(ot), mask=md)
         tl.store(out_ptr + t_b * D + offs_d, y_b.to(ot), mask=md)
+        uf, xf, bf0, bf1, cf0, cf1 = nuf, nxf, nbf0, nbf1, ncf0, ncf1
+        ub, xb, bb0, bb1, cb0, cb1 = nub, nxb, nbb0, nbb1, ncb0, ncb1
     # Each lane reads back only what it stored itself; the barrier is outside the loops and keeps that
     # true whatever layout the stores got.
     tl.debug_barrier()
     for i in range(half, L):
         t_f = i
         t_b = L - 1 - i
-        sf_lo, sf_hi, y_f = _step(sf_lo, sf_hi, t_f, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, s_ul, s_dtl, s_bcl, offs_d,
-                                  md, jidx, A_lo_f, A_hi_f, Df, bf, N, M, CH, PAIRS, FAST, ALIGN)
-        sb_lo, sb_hi, y_b = _step(sb_lo, sb_hi, t_b, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr, s_ul, s_dtl, s_bcl, offs_d,
-                                  md, jidx, A_lo_b, A_hi_b, Db, bb, N, M, CH, PAIRS, FAST, ALIGN)
+        # PREFETCH: load step i + 1 now; otherwise load step i here (the values carried in are unused)
+        pf = tl.minimum(i + 1, L - 1) if PREFETCH else t_f
+        pb = tl.maximum(L - 2 - i, 0) if PREFETCH else t_b
+        nuf, nxf, nbf0, nbf1, ncf0, ncf1 = _load_tok(pf, uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr,
+                                                     s_ul, s_dtl, s_bcl, offs_d, md, jidx, N, M, CH, PAIRS, ALIGN)
+        nub, nxb, nbb0, nbb1, ncb0, ncb1 = _load_tok(pb, ub_ptr, dtb_ptr, Bb_ptr, Cb_ptr,
+                                                     s_ul, s_dtl, s_bcl, offs_d, md, jidx, N, M, CH, PAIRS, ALIGN)
+        if not PREFETCH:
+            uf, xf, bf0, bf1, cf0, cf1 = nuf, nxf, nbf0, nbf1, ncf0, ncf1
+            ub, xb, bb0, bb1, cb0, cb1 = nub, nxb, nbb0, nbb1, ncb0, ncb1
+        sf_lo, sf_hi, y_f = _advance(sf_lo, sf_hi, uf, xf, bf0, bf1, cf0, cf1, md, A_lo_f, A_hi_f, Df, bf,
+                                     PAIRS, FAST)
+        sb_lo, sb_hi, y_b = _advance(sb_lo, sb_hi, ub, xb, bb0, bb1, cb0, cb1, md, A_lo_b, A_hi_b, Db, bb,
+                                     PAIRS, FAST)
+        uf, xf, bf0, bf1, cf0, cf1 = nuf, nxf, nbf0, nbf1, ncf0, ncf1
+        ub, xb, bb0, bb1, cb0, cb1 = nub, nxb, nbb0, nbb1, ncb0, ncb1
         y_f = y_f.to(ot).to(tl.float32)
         y_b = y_b.to(ot).to(tl.float32)
         mid = t_f == t_b  # odd L: both directions meet at the middle token in the same step
@@ -266,8 +318,11 @@ def _vec(name, t, d, device):
 
 
 def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b,
-                                 delta_bias_f, delta_bias_b, *, num_warps: int = NUM_WARPS) -> torch.Tensor:
-    """Same arguments and result as `bidirectional_scan_ref` (prototype; one launch, sequential walk)."""
+                                 delta_bias_f, delta_bias_b, *, num_warps: int = NUM_WARPS,
+                                 prefetch: bool = True) -> torch.Tensor:
+    """Same arguments and result as `bidirectional_scan_ref` (prototype; one launch, sequential walk).
+    prefetch: issue each step's loads one step ahead (costs ~14 SASS instructions per step; hides load
+    latency at the ~1 warp per scheduler MUSE's B=16 grid gives; to be chosen on a GPU)."""
     if not isinstance(u_f, torch.Tensor) or u_f.dim() != 3:
         raise ValueError(f"u_f must be a (B, L, D) tensor, got {getattr(u_f, 'shape', type(u_f).__name__)}")
     bsz, length, d = u_f.shape
@@ -306,7 +361,8 @@ def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b,
                             length, d, u_f.stride(0), u_f.stride(1), delta_f.stride(0), delta_f.stride(1),
                             B_f.stride(0), B_f.stride(1), z.stride(0), z.stride(1),
                             out, N=n, BLOCK_D=block_d, NCH=nch, CH=ch, PAIRS=pairs,
-                            FAST=not triton_interpreting(), ALIGN=aligned(bc, ch, pairs), num_warps=num_warps)
+                            FAST=not triton_interpreting(), ALIGN=aligned(bc, ch, pairs), PREFETCH=prefetch,
+                            num_warps=num_warps)
     return out
 
 
@@ -318,7 +374,7 @@ _PARAMS = ["A2f_ptr", "A2b_ptr", "D_f_ptr", "D_b_ptr", "bias_f_ptr", "bias_b_ptr
 
 
 def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NUM_WARPS,
-                     pairs: bool | None = None) -> dict:
+                     pairs: bool | None = None, prefetch: bool = True) -> dict:
     """ASTSource inputs for the v2 kernel; A2f/A2b are the (2, D, M) fp32 `fold_A(A, pairs)`. ALIGN=True:
     the caller guarantees vector-aligned B/C rows (MUSE's x_proj slices are). pairs: default bf16 and even N."""
     if pairs is None:
@@ -330,7 +386,7 @@ def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NU
     signature["out_ptr"] = f"*{dtype}"
     nch, ch = tile_n(d_state)
     cx = {"N": d_state, "BLOCK_D": 32 * num_warps, "NCH": nch, "CH": ch, "PAIRS": pairs, "FAST": True,
-          "ALIGN": True}
+          "ALIGN": True, "PREFETCH": prefetch}
     signature.update({k: "constexpr" for k in cx})
     return {"fn": _biscan_v2_kernel, "signature": signature, "constexprs": cx, "grid": "(B, cdiv(D, BLOCK_D))",
             "options": {"num_warps": num_warps}}

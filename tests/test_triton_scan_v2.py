@@ -10,8 +10,8 @@ from muse_tvr.kernels.selective_scan.triton_scan_v2 import (aligned, bidirection
                                                             use_pairs)
 from test_triton_scan import assert_close_matches, scan_inputs
 
-# (B, L, D, N)
-SHAPES = [(1, 1, 24, 16), (2, 13, 24, 16), (1, 13, 40, 4), (2, 6, 8, 16), (1, 5, 24, 12)]
+# (B, L, D, N); D = 64 runs the EVEN_D (maskless) specialisation
+SHAPES = [(1, 1, 24, 16), (2, 13, 24, 16), (1, 13, 40, 4), (2, 6, 8, 16), (1, 5, 24, 12), (1, 7, 64, 16)]
 
 
 @pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "noprefetch"])

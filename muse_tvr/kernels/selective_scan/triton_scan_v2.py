@@ -146,14 +146,18 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
                       L, D, s_ub, s_ul, s_dtb, s_dtl, s_bcb, s_bcl, s_zb, s_zl,
                       out_ptr,
                       N: tl.constexpr, BLOCK_D: tl.constexpr, NCH: tl.constexpr, CH: tl.constexpr,
-                      PAIRS: tl.constexpr, FAST: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
+                      PAIRS: tl.constexpr, FAST: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr,
+                      EVEN_D: tl.constexpr):
     """Grid (B, cdiv(D, BLOCK_D)); BLOCK_D = 32 x num_warps; M = NCH x CH states per half (`tile_n`).
     A2*: (2, D, M) fp32 from `fold_A` (A * log2 e split into the lo/hi halves). out is contiguous (B, L, D)."""
     M: tl.constexpr = NCH * CH
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    md = offs_d < D
+    if EVEN_D:  # D % BLOCK_D == 0: a constant-true mask, which Triton folds away
+        md = tl.full([BLOCK_D], True, tl.int1)
+    else:
+        md = offs_d < D
     d3 = offs_d[None, :, None]
     # j = k * CH + c indexes the [NCH, BLOCK_D, CH] tiles; 0 * d3 broadcasts it along D
     jidx = tl.arange(0, NCH)[:, None, None] * CH + tl.arange(0, CH)[None, None, :] + 0 * d3
@@ -362,7 +366,7 @@ def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b,
                             B_f.stride(0), B_f.stride(1), z.stride(0), z.stride(1),
                             out, N=n, BLOCK_D=block_d, NCH=nch, CH=ch, PAIRS=pairs,
                             FAST=not triton_interpreting(), ALIGN=aligned(bc, ch, pairs), PREFETCH=prefetch,
-                            num_warps=num_warps)
+                            EVEN_D=d % block_d == 0, num_warps=num_warps)
     return out
 
 
@@ -374,9 +378,10 @@ _PARAMS = ["A2f_ptr", "A2b_ptr", "D_f_ptr", "D_b_ptr", "bias_f_ptr", "bias_b_ptr
 
 
 def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NUM_WARPS,
-                     pairs: bool | None = None, prefetch: bool = True) -> dict:
+                     pairs: bool | None = None, prefetch: bool = True, even_d: bool = True) -> dict:
     """ASTSource inputs for the v2 kernel; A2f/A2b are the (2, D, M) fp32 `fold_A(A, pairs)`. ALIGN=True:
-    the caller guarantees vector-aligned B/C rows (MUSE's x_proj slices are). pairs: default bf16 and even N."""
+    the caller guarantees vector-aligned B/C rows (MUSE's x_proj slices are). pairs: default bf16 and even N.
+    even_d: the kernel assumes D % BLOCK_D == 0 (MUSE's D = 512) and drops the channel masks."""
     if pairs is None:
         pairs = dtype == "bf16" and d_state % 2 == 0
     signature = {k: f"*{dtype}" for k in _SEQ_INPUTS}
@@ -386,7 +391,8 @@ def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NU
     signature["out_ptr"] = f"*{dtype}"
     nch, ch = tile_n(d_state)
     cx = {"N": d_state, "BLOCK_D": 32 * num_warps, "NCH": nch, "CH": ch, "PAIRS": pairs, "FAST": True,
-          "ALIGN": True, "PREFETCH": prefetch}
+          "ALIGN": True, "PREFETCH": prefetch,
+          "EVEN_D": even_d}
     signature.update({k: "constexpr" for k in cx})
     return {"fn": _biscan_v2_kernel, "signature": signature, "constexprs": cx, "grid": "(B, cdiv(D, BLOCK_D))",
             "options": {"num_warps": num_warps}}

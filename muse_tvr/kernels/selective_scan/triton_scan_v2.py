@@ -55,6 +55,15 @@ def _ex2(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _rcp(x, FAST: tl.constexpr):
+    if FAST:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
 def _lg2(x, FAST: tl.constexpr):
     if FAST:
         return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
@@ -246,8 +255,8 @@ def _biscan_v2_kernel(uf_ptr, dtf_ptr, Bf_ptr, Cf_ptr, ub_ptr, dtb_ptr, Bb_ptr, 
         part_b = tl.where(mid, y_b, part_b)
         z_f = tl.load(z_ptr + t_f * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
         z_b = tl.load(z_ptr + t_b * s_zl + offs_d, mask=md, other=0.0).to(tl.float32)
-        g_f = z_f / (1.0 + _ex2(-z_f * _LOG2E, FAST))
-        g_b = z_b / (1.0 + _ex2(-z_b * _LOG2E, FAST))
+        g_f = z_f * _rcp(1.0 + _ex2(-z_f * _LOG2E, FAST), FAST)
+        g_b = z_b * _rcp(1.0 + _ex2(-z_b * _LOG2E, FAST), FAST)
         tl.store(out_ptr + t_f * D + offs_d, ((y_f + part_b) * g_f).to(ot), mask=md)
         tl.store(out_ptr + t_b * D + offs_d, ((part_f + y_b) * g_b).to(ot), mask=md & (t_f != t_b))
 

@@ -91,7 +91,7 @@ def _bc_load(ptr, row, jidx, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr,
     of the state split `state_index` describes, or in PAIRS mode (bf16 read as int32 words of two states)
     the one word tile, returned twice. row: t * (row stride), in elements."""
     if PAIRS:
-        p = _vec_ptr(ptr.to(tl.pointer_type(tl.int32)), row // 2 + jidx, CH, ALIGN)
+        p = _vec_ptr(ptr.to(tl.pointer_type(tl.int32)) + row // 2, jidx, CH, ALIGN)
         if 2 * M == N:
             w = tl.load(p)
         else:
@@ -99,8 +99,8 @@ def _bc_load(ptr, row, jidx, N: tl.constexpr, M: tl.constexpr, CH: tl.constexpr,
         return w, w
     else:
         nlo = (jidx // CH) * (2 * CH) + jidx % CH
-        p_lo = _vec_ptr(ptr, row + nlo, CH, ALIGN)
-        p_hi = _vec_ptr(ptr, row + nlo + CH, CH, ALIGN)
+        p_lo = _vec_ptr(ptr + row, nlo, CH, ALIGN)
+        p_hi = _vec_ptr(ptr + row, nlo + CH, CH, ALIGN)
         if 2 * M == N:
             return tl.load(p_lo), tl.load(p_hi)
         else:
@@ -387,13 +387,17 @@ _PARAMS = ["A2f_ptr", "A2b_ptr", "D_f_ptr", "D_b_ptr", "bias_f_ptr", "bias_b_ptr
 
 
 def scan_v2_aot_spec(dtype: str = "bf16", d_state: int = 16, num_warps: int = NUM_WARPS,
-                     pairs: bool | None = None, prefetch: bool = True, even_d: bool = True) -> dict:
+                     pairs: bool | None = None, prefetch: bool = True, even_d: bool = True,
+                     bc_dtype: str | None = None) -> dict:
     """ASTSource inputs for the v2 kernel; A2f/A2b are the (2, D, M) fp32 `fold_A(A, pairs)`. ALIGN=True:
-    the caller guarantees vector-aligned B/C rows (MUSE's x_proj slices are). pairs: default bf16 and even N.
-    even_d: the kernel assumes D % BLOCK_D == 0 (MUSE's D = 512) and drops the channel masks."""
+    the caller guarantees vector-aligned B/C rows (MUSE's x_proj slices are). pairs: default bf16 B/C and
+    even N. even_d: the kernel assumes D % BLOCK_D == 0 (MUSE's D = 512) and drops the channel masks.
+    bc_dtype: the B/C dtype when it differs from the activations' (fp32 B/C from x_proj's fp32 accumulator
+    need no conversion in the loop; the wrapper accepts that mix too)."""
+    bc_dtype = bc_dtype or dtype
     if pairs is None:
-        pairs = dtype == "bf16" and d_state % 2 == 0
-    signature = {k: f"*{dtype}" for k in _SEQ_INPUTS}
+        pairs = bc_dtype == "bf16" and d_state % 2 == 0
+    signature = {k: f"*{bc_dtype if k[0] in 'BC' else dtype}" for k in _SEQ_INPUTS}
     signature.update({k: "*fp32" for k in _PARAMS})
     signature.update({k: "i32" for k in ["L", "D", "s_ub", "s_ul", "s_dtb", "s_dtl", "s_bcb", "s_bcl",
                                          "s_zb", "s_zl"]})

@@ -82,3 +82,11 @@ def test_v2_static_report_one_lane_per_channel():
 def test_v2_fp16_generic_path():
     args = scan_inputs(2, 9, 24, 16, torch.float16)
     assert_close_matches(bidirectional_scan_triton_v2(*args), args, "v2 scan fp16")
+
+
+def test_v2_bf16_activations_with_fp32_B_C():
+    """bf16 u/dt/z with fp32 B/C (x_proj's fp32 accumulator): the conversion-free B/C path."""
+    args = list(scan_inputs(2, 9, 24, 16, torch.bfloat16))
+    for i in (2, 3, 6, 7):
+        args[i] = args[i].float()
+    assert_close_matches(bidirectional_scan_triton_v2(*args), args, "v2 scan bf16 + fp32 B/C")

@@ -304,25 +304,15 @@ def _vec(name: str, t: torch.Tensor | None, d: int, device: torch.device) -> tor
         raise ValueError(f"{name} must have shape ({d},), got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but u_f is on {device}")
-    return t.contiguous()
+    return t.to(torch.float32).contiguous()
 
 
-def bidirectional_scan_triton(u_f: torch.Tensor, delta_f: torch.Tensor, B_f: torch.Tensor, C_f: torch.Tensor,
-                              u_b: torch.Tensor, delta_b: torch.Tensor, B_b: torch.Tensor, C_b: torch.Tensor,
-                              z: torch.Tensor, A_f: torch.Tensor, A_b: torch.Tensor, D_f: torch.Tensor | None,
-                              D_b: torch.Tensor | None, delta_bias_f: torch.Tensor | None,
-                              delta_bias_b: torch.Tensor | None, *, variant: str = "auto",
-                              chunk_size: int | None = None, block_d: int | None = None) -> torch.Tensor:
-    """Fused bidirectional selective scan; same arguments and result as `bidirectional_scan_ref`.
-
-    u_*, delta_*, z: (Bt, L, D); B_*, C_*: (Bt, L, N); all float32/float16/bfloat16, channel stride 1
-    (row-strided views such as slices of a projection output are read in place). A_f, A_b: (D, N) float32,
-    the already negated A = -exp(A_log). D_*, delta_bias_*: (D,) or None (zero).
-    Returns silu(z) * (y_f + y_b) as a contiguous (Bt, L, D) tensor in u_f.dtype; state math is float32.
-
-    variant: "sequential" (one launch), "chunked" (two launches, chunk_size tokens per chunk) or "auto"
-    (`choose_variant`). block_d: channels per program (default `default_block_d`).
-    """
+def prepare_inputs(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b, delta_bias_f,
+                   delta_bias_b):
+    """Validate the scan's inputs (one-line ValueErrors) and lay them out as the Triton scans read them:
+    channel stride 1, one (batch, row) stride pair per forward/backward pair and one for B/C, D and dt
+    bias as float32 (zeros when None). Returns ((Bt, L, D, N), then the inputs in the same order, A_f and
+    A_b left out: each kernel lays A out its own way)."""
     if not isinstance(u_f, torch.Tensor) or u_f.dim() != 3:
         raise ValueError(f"u_f must be a (B, L, D) tensor, got {getattr(u_f, 'shape', type(u_f).__name__)}")
     bsz, length, d = u_f.shape
@@ -342,10 +332,33 @@ def bidirectional_scan_triton(u_f: torch.Tensor, delta_f: torch.Tensor, B_f: tor
     z = _rows("z", z, seq, dev)
     if u_b.dtype != u_f.dtype:
         raise ValueError(f"u_b dtype {u_b.dtype} must equal u_f dtype {u_f.dtype}")
+    return ((bsz, length, d, n), u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z,
+            _vec("D_f", D_f, d, dev), _vec("D_b", D_b, d, dev),
+            _vec("delta_bias_f", delta_bias_f, d, dev), _vec("delta_bias_b", delta_bias_b, d, dev))
+
+
+def bidirectional_scan_triton(u_f: torch.Tensor, delta_f: torch.Tensor, B_f: torch.Tensor, C_f: torch.Tensor,
+                              u_b: torch.Tensor, delta_b: torch.Tensor, B_b: torch.Tensor, C_b: torch.Tensor,
+                              z: torch.Tensor, A_f: torch.Tensor, A_b: torch.Tensor, D_f: torch.Tensor | None,
+                              D_b: torch.Tensor | None, delta_bias_f: torch.Tensor | None,
+                              delta_bias_b: torch.Tensor | None, *, variant: str = "auto",
+                              chunk_size: int | None = None, block_d: int | None = None) -> torch.Tensor:
+    """Fused bidirectional selective scan; same arguments and result as `bidirectional_scan_ref`.
+
+    u_*, delta_*, z: (Bt, L, D); B_*, C_*: (Bt, L, N); all float32/float16/bfloat16, channel stride 1
+    (row-strided views such as slices of a projection output are read in place). A_f, A_b: (D, N) float32,
+    the already negated A = -exp(A_log). D_*, delta_bias_*: (D,) or None (zero).
+    Returns silu(z) * (y_f + y_b) as a contiguous (Bt, L, D) tensor in u_f.dtype; state math is float32.
+
+    variant: "sequential" (one launch), "chunked" (two launches, chunk_size tokens per chunk) or "auto"
+    (`choose_variant`). block_d: channels per program (default `default_block_d`).
+    """
+    ((bsz, length, d, n), u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, D_f, D_b, bias_f, bias_b) = \
+        prepare_inputs(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b, delta_bias_f,
+                       delta_bias_b)
+    dev, seq = u_f.device, (bsz, length, d)
     A_f = A_f.to(device=dev, dtype=torch.float32).contiguous()
     A_b = A_b.to(device=dev, dtype=torch.float32).contiguous()
-    D_f, D_b = _vec("D_f", D_f, d, dev), _vec("D_b", D_b, d, dev)
-    bias_f, bias_b = _vec("delta_bias_f", delta_bias_f, d, dev), _vec("delta_bias_b", delta_bias_b, d, dev)
 
     out = torch.empty(seq, dtype=u_f.dtype, device=dev)
     if out.numel() == 0:

@@ -37,6 +37,7 @@ import triton.language as tl
 
 from .. import triton_interpreting
 from .reference import SOFTPLUS_THRESHOLD as _THRESHOLD
+from .triton_scan import prepare_inputs
 
 SOFTPLUS_THRESHOLD = tl.constexpr(_THRESHOLD)
 LOG2E = 1.4426950408889634
@@ -312,57 +313,18 @@ def aligned(ts: list[torch.Tensor], ch: int, pairs: bool = False) -> bool:
                and t.stride(1) % vec == 0 for t in ts)
 
 
-def _seq(name, t, shape, device):
-    if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {getattr(t, 'shape', type(t).__name__)}")
-    if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name} is on {t.device} but u_f is on {device}")
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
-def _vec(name, t, d, device):
-    if t is None:
-        return torch.zeros(d, dtype=torch.float32, device=device)
-    if tuple(t.shape) != (d,):
-        raise ValueError(f"{name} must have shape ({d},), got {tuple(t.shape)}")
-    return t.to(device=device, dtype=torch.float32).contiguous()
-
-
 def bidirectional_scan_triton_v2(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b,
                                  delta_bias_f, delta_bias_b, *, num_warps: int = NUM_WARPS,
                                  prefetch: bool = True) -> torch.Tensor:
     """Same arguments and result as `bidirectional_scan_ref` (prototype; one launch, sequential walk).
     prefetch: issue each step's loads one step ahead (costs ~14 SASS instructions per step; hides load
     latency at the ~1 warp per scheduler MUSE's B=16 grid gives; to be chosen on a GPU)."""
-    if not isinstance(u_f, torch.Tensor) or u_f.dim() != 3:
-        raise ValueError(f"u_f must be a (B, L, D) tensor, got {getattr(u_f, 'shape', type(u_f).__name__)}")
-    bsz, length, d = u_f.shape
-    dev = u_f.device
-    if not isinstance(A_f, torch.Tensor) or A_f.dim() != 2 or A_f.shape[0] != d:
-        raise ValueError(f"A_f must be (D={d}, N), got {getattr(A_f, 'shape', None)}")
-    n = A_f.shape[1]
-    if tuple(A_b.shape) != (d, n):
-        raise ValueError(f"A_b must be (D={d}, N={n}), got {tuple(A_b.shape)}")
-    seq, st = (bsz, length, d), (bsz, length, n)
-    u_f, u_b = _seq("u_f", u_f, seq, dev), _seq("u_b", u_b, seq, dev)
-    delta_f, delta_b = _seq("delta_f", delta_f, seq, dev), _seq("delta_b", delta_b, seq, dev)
-    if u_f.stride()[:2] != u_b.stride()[:2]:
-        u_f, u_b = u_f.contiguous(), u_b.contiguous()
-    if delta_f.stride()[:2] != delta_b.stride()[:2]:
-        delta_f, delta_b = delta_f.contiguous(), delta_b.contiguous()
-    bc = [_seq(nm, t, st, dev) for nm, t in (("B_f", B_f), ("C_f", C_f), ("B_b", B_b), ("C_b", C_b))]
-    if len({t.stride()[:2] for t in bc}) != 1:
-        bc = [t.contiguous() for t in bc]
-    B_f, C_f, B_b, C_b = bc
-    z = _seq("z", z, seq, dev)
-    if u_b.dtype != u_f.dtype:
-        raise ValueError(f"u_b dtype {u_b.dtype} must equal u_f dtype {u_f.dtype}")
+    ((bsz, length, d, n), u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, D_f, D_b, bias_f, bias_b) = \
+        prepare_inputs(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, D_f, D_b, delta_bias_f,
+                       delta_bias_b)
+    dev, seq, bc = u_f.device, (bsz, length, d), [B_f, C_f, B_b, C_b]
     pairs = use_pairs(bc)
     A2f, A2b = fold_A(A_f.to(dev), pairs), fold_A(A_b.to(dev), pairs)
-    D_f, D_b = _vec("D_f", D_f, d, dev), _vec("D_b", D_b, d, dev)
-    bias_f, bias_b = _vec("delta_bias_f", delta_bias_f, d, dev), _vec("delta_bias_b", delta_bias_b, d, dev)
     out = torch.empty(seq, dtype=u_f.dtype, device=dev)
     if out.numel() == 0:
         return out

@@ -19,14 +19,16 @@ def bidirectional_causal_conv_taps(x: torch.Tensor, w_f: torch.Tensor, b_f: torc
     if x.dim() != 3:
         raise ValueError(f"x must be (B, L, D), got shape {tuple(x.shape)}")
     length, d = x.shape[1], x.shape[2]
-    out = []
+    out, padded = [], {}  # both branches read the same padded copy when their widths agree (MUSE: always)
     for w, bias, reverse in ((w_f, b_f, False), (w_b, b_b, True)):
         w = w.reshape(w.shape[0], -1).float()
         if w.shape[0] != d:
             raise ValueError(f"x has {d} channels but the weight has {w.shape[0]}")
         width = w.shape[1]
         # xp[:, j] = x[:, j - (W-1)]: causal y_t = sum_k w_k xp[t+k]; anti-causal y_t = sum_k w_k xp[t+2(W-1)-k].
-        xp = F.pad(x.float(), (0, 0, width - 1, width - 1))
+        if width not in padded:
+            padded[width] = F.pad(x.float(), (0, 0, width - 1, width - 1))
+        xp = padded[width]
         y = (x.new_zeros((x.shape[0], length, d), dtype=torch.float32) if bias is None
              else bias.float().expand(x.shape[0], length, d).clone())
         for k in range(width):

@@ -29,7 +29,7 @@ $(VENV)/.stamp-run: $(PY) setup.py pyproject.toml requirements-dev.txt
 	touch $@
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-run
-	$(PIP) install $(PIP_Q) -e '.[dev]' -r requirements-dev.txt packaging wheel setuptools
+	$(PIP) install $(PIP_Q) -e '.[dev,scale]' -r requirements-dev.txt packaging wheel setuptools
 	$(UPSTREAM_ENV) $(PIP) install $(PIP_Q) --no-build-isolation --no-deps \
 		mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0
 	touch $@

@@ -50,6 +50,8 @@ setup(
     ],
     extras_require={
         "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.21"],
+        # past one machine: the FAISS index (`muse-tvr index`) and Ray encode (`encode --ray`)
+        "scale": ["faiss-cpu>=1.8", "ray[data]>=2.30"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",

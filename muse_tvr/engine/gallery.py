@@ -9,6 +9,10 @@ Layout of a gallery folder:
                              key, size, mtime_ns, duration, fps, frame_count, frames_used, indices, kind
   gallery.lock            the writer lock: an OS lock (flock) held on it for a writer's lifetime; its
                           text (pid@host) only names the holder in error messages
+  index.faiss, index.json an optional ANN index and the gallery state it was built from
+                          (`muse_tvr.engine.ann_index`); the store itself never reads or deletes them
+  parts/                  per-worker galleries of a distributed encode, merged into this one and
+                          removed by it (`muse_tvr.engine.distributed`)
 
 The store only ever deletes files it wrote: a shard's name is recorded in the manifest ("pending") before
 its files are written, and a writer that finds pending names left by a crashed one removes exactly those
@@ -133,6 +137,7 @@ class Gallery:
         self._verified: set[str] = set()  # shard embedding files whose checksum matched in this open
         self._keys: set[str] | None = None
         self._lock_fd = -1
+        self._maps: dict[str, np.ndarray] = {}  # shard name -> memory map of its embeddings (read_rows)
         self._offsets = np.cumsum([0] + [s["rows"] for s in manifest["shards"]])
 
     # --- opening ---
@@ -310,6 +315,46 @@ class Gallery:
             raise GalleryError(f"{path}: checksum mismatch, the shard is damaged; restore it or re-encode "
                                f"into a new --out folder")
         self._verified.add(shard["name"])
+
+    def state_digest(self) -> str:
+        """sha256 hex naming exactly this gallery's content: model fingerprint, dim and every shard's
+        name, rows and checksums in row order. Any add, supersede or compact changes it; an index built
+        for one digest is stale for every other (`muse_tvr.engine.ann_index`)."""
+        m = self.manifest
+        parts = [m["model"]["fingerprint"], str(m["dim"])]
+        parts += [f"{s['name']}|{s['rows']}|{s['sha256'].get('safetensors')}|{s['sha256'].get('json')}"
+                  for s in m["shards"]]
+        return _sha256("\n".join(parts).encode())
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (n, dim) rows in the given order, read through memory maps of the shard files (only
+        the pages holding them are touched: the exact re-ranking step of an ANN search).
+
+        Unlike `iter_chunks` this does not re-hash whole shards (that would cost a full scan per query):
+        each shard's header and size are checked against the manifest; `iter_chunks` (any exact search,
+        `index build`, `gallery export`) verifies the checksums."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), np.float32)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row out of range for a gallery of {len(self)}")
+        shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        for i in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == i)
+            out[sel] = self._shard_map(int(i))[rows[sel] - int(self._offsets[i])]
+        return out
+
+    def _shard_map(self, i: int) -> np.ndarray:
+        s = self.manifest["shards"][i]
+        maps = self._maps
+        if s["name"] not in maps:
+            path = self.root / (s["name"] + ".safetensors")
+            with open(path, "rb") as f:
+                data_start, rows = _embedding_layout(f, path, self.dim)
+            if rows != s["rows"]:
+                raise GalleryError(f"{path}: holds {rows} rows, manifest says {s['rows']}")
+            maps[s["name"]] = np.memmap(path, dtype=np.float32, mode="r", offset=data_start,
+                                        shape=(rows, self.dim))
+        return maps[s["name"]]
 
     def embeddings(self, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
         """All embeddings (or the given rows, in the given order) as one float32 array."""

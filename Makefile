@@ -29,7 +29,11 @@ $(VENV)/.stamp-run: $(PY) setup.py pyproject.toml requirements-dev.txt
 	touch $@
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-run
-	$(PIP) install $(PIP_Q) -e '.[dev,scale]' -r requirements-dev.txt packaging wheel setuptools
+	$(PIP) install $(PIP_Q) -e '.[dev,scale,serve]' -r requirements-dev.txt packaging wheel setuptools
+	# serve: nvidia-pytriton without its numpy<2 pin (its deps are the serve extra), and the numpy-1 venv
+	# its Python-backend stub runs in (muse_tvr/serve/stub_env.py says why)
+	$(PIP) install $(PIP_Q) --no-deps nvidia-pytriton==0.7.0
+	$(PY) -m muse_tvr.serve.stub_env
 	$(UPSTREAM_ENV) $(PIP) install $(PIP_Q) --no-build-isolation --no-deps \
 		mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0
 	touch $@

@@ -50,6 +50,11 @@ setup(
     ],
     extras_require={
         "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.21"],
+        # `muse-tvr serve` and Triton clients. nvidia-pytriton itself is NOT listed: 0.7.0 declares
+        # numpy<2 (only its Python-backend stub needs numpy 1, which serve gives a venv of its own), so
+        # it is installed with --no-deps (Makefile); these are its other requirements.
+        "serve": ["tritonclient[grpc,http]>=2.50", "grpcio>=1.64.3", "protobuf>=3.7", "pyzmq>=23.0", "sh>=1.14",
+                  "typing_inspect>=0.6.0", "wrapt>=1.11", "typer>=0.9.0", "importlib_metadata>=7.0.1"],
         # past one machine: the FAISS index (`muse-tvr index`) and Ray encode (`encode --ray`)
         "scale": ["faiss-cpu>=1.8", "ray[data]>=2.30"],
         "dev": [

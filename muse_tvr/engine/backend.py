@@ -66,6 +66,20 @@ _REGISTRY: dict[str, Backend] = {b.name: b for b in (
 )}
 REFERENCE = _REGISTRY["reference"]
 
+# Modules that register further backends when imported. They sit in a higher layer (export), so they are
+# named here and imported on the registry's first use rather than imported by this module.
+_PLUGIN_MODULES = ("muse_tvr.export.ort_runner",)
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True  # set first: a plugin's own register() call must not recurse here
+        import importlib
+        for module in _PLUGIN_MODULES:
+            importlib.import_module(module)
+
 
 def register(backend: Backend) -> None:
     """Add a backend (the export package adds "ort"); its name becomes a valid `set_backend` choice."""
@@ -74,11 +88,13 @@ def register(backend: Backend) -> None:
 
 def names() -> tuple[str, ...]:
     """Every accepted backend name, "auto" first: the one list the CLI, the benchmarks and tests use."""
+    _load_plugins()
     return ("auto", *_REGISTRY)
 
 
 def get(name: str) -> Backend:
     """The registered backend called `name` (not "auto": see `resolve`)."""
+    _load_plugins()
     if name not in _REGISTRY:
         raise ValueError(f"backend must be one of {names()}, got {name!r}")
     return _REGISTRY[name]

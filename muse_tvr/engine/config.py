@@ -17,8 +17,8 @@ from ..kernels.pyramid.reference import STAGE_LAYOUT
 SUPPORTED_SCALES = tuple(sorted(STAGE_LAYOUT))
 
 # CLIP's image normalisation (docs/model.md section 1).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# defined beside the normalisation that uses them, which must import without torch (Triton clients)
+from .preprocess import CLIP_MEAN, CLIP_STD  # noqa: E402,F401
 
 
 @dataclass(frozen=True)

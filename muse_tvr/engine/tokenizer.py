@@ -20,12 +20,16 @@ import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ftfy
+import numpy as np
 import regex
-import torch
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
+
+if TYPE_CHECKING:
+    import torch
 
 SOT_ID = 49406
 EOT_ID = 49407
@@ -99,6 +103,8 @@ class ClipTokenizer:
     `encode(text) -> list[int]`: BPE ids of one caption, no special tokens.
     `decode(ids) -> str`: text of ids (each word followed by a space, as CLIP decodes).
     `tokenizer(texts, max_words=32) -> torch.LongTensor (N, max_words)`: the model's text input.
+    `tokenizer.ids_array(texts, max_words=32) -> numpy int64 (N, max_words)`: the same ids without torch
+    (for clients and Triton Python models).
     """
 
     def __init__(self, bpe_path: str | Path = DEFAULT_BPE_PATH) -> None:
@@ -148,8 +154,8 @@ class ClipTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of `ids`. Every end of word becomes a space, so the result usually ends with one."""
-        if isinstance(ids, torch.Tensor):
-            if ids.dim() > 1:
+        if hasattr(ids, "ndim") and hasattr(ids, "tolist"):  # a torch tensor or numpy array
+            if ids.ndim > 1:
                 raise ValueError(f"decode takes one sequence of ids, got shape {tuple(ids.shape)}")
             ids = ids.tolist()
         symbols = []
@@ -166,6 +172,15 @@ class ClipTokenizer:
         Returns an int64 tensor (N, max_words): row i is `[SOT] + tokens[:max_words-2] + [EOT]`, then zeros.
         Because EOT is the largest id, `ids.argmax(-1)` is the EOT position the text tower pools at.
         """
+        import torch
+
+        return torch.from_numpy(self._ids(texts, max_words))
+
+    def ids_array(self, texts: str | Sequence[str], max_words: int = 32) -> np.ndarray:
+        """`__call__` without torch: int64 numpy array (N, max_words), the same ids."""
+        return self._ids(texts, max_words)
+
+    def _ids(self, texts, max_words: int) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, Sequence):
@@ -178,7 +193,7 @@ class ClipTokenizer:
             if not isinstance(t, str):
                 raise ValueError(f"caption {i} is a {type(t).__name__}, not a str")
         encoded = self._encode_many(texts)
-        out = torch.zeros(len(texts), max_words, dtype=torch.long)
+        out = np.zeros((len(texts), max_words), dtype=np.int64)
         cut = []
         for i, ids in enumerate(encoded):
             if not ids:
@@ -186,7 +201,7 @@ class ClipTokenizer:
             if len(ids) > max_words - 2:
                 cut.append(i)
             row = [SOT_ID, *ids[:max_words - 2], EOT_ID]
-            out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+            out[i, :len(row)] = row
         if cut:
             # The model only sees max_words-2 tokens (as the reference does); say so rather than
             # silently matching on the first part of a long query. One warning per call, not per caption.
@@ -194,5 +209,5 @@ class ClipTokenizer:
             shown = first if len(first) <= 80 else first[:77] + "..."
             more = f" and {len(cut) - 1} more caption(s)" if len(cut) > 1 else ""
             warnings.warn(f"query {shown!r} has {len(encoded[cut[0]])} tokens; only the first {max_words - 2} "
-                          f"are used{more}", TextTruncatedWarning, stacklevel=2)
+                          f"are used{more}", TextTruncatedWarning, stacklevel=3)  # the caller of __call__ / ids_array
         return out

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import torch
 
-from .preprocess import normalize, pad_frames
+from .preprocess import normalize, normalize_array, pad_frames, pad_frames_array
+
+if TYPE_CHECKING:
+    import torch
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".flv",
                     ".wmv", ".3gp", ".gif")
@@ -79,6 +82,16 @@ class SampledVideo:
     def model_input(self, max_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """CLIP-normalised float32 (max_frames, 3, S, S), zero-padded, and the mask (max_frames,)."""
         return pad_frames(normalize(self.frames), max_frames)
+
+    def model_input_array(self, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """`model_input` as numpy float32 arrays (no torch): frames (max_frames, 3, S, S), mask (max_frames,)."""
+        return pad_frames_array(normalize_array(self.frames), max_frames)
+
+
+def _is_torch_tensor(x) -> bool:
+    # torch is imported only by callers that use it: an object cannot be a tensor if torch is not loaded
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 # ----- sampling: pure index arithmetic ----------------------------------------------------------
@@ -345,7 +358,7 @@ def load_array(frames: np.ndarray | torch.Tensor, size: int = 224, max_frames: i
     sampled at one per second; without, as already sampled (only the linspace step applies)."""
     from PIL import Image
 
-    arr = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    arr = frames.numpy() if _is_torch_tensor(frames) else np.asarray(frames)
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise VideoError(f"{name}: frames must be (N, H, W, 3) RGB, got shape {arr.shape}")
     if arr.dtype != np.uint8:
@@ -365,7 +378,7 @@ def load_video(source, size: int = 224, max_frames: int = 12, fps: float | None 
     """One entry point: a video file path, a folder of frame images, or a (N, H, W, 3) uint8 array.
     `fps` applies to folders and arrays only (a file states its own rate); `strict` refuses a truncated
     file (see load_video_file)."""
-    if isinstance(source, (np.ndarray, torch.Tensor)):
+    if isinstance(source, np.ndarray) or _is_torch_tensor(source):
         return load_array(source, size, max_frames, fps)
     if os.path.isdir(source):
         return load_frame_folder(source, size, max_frames, fps)

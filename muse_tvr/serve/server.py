@@ -1,0 +1,220 @@
+"""The engine inside a real Triton server: PyTriton's bundled tritonserver with Python-backend models
+that call one MuseModel (the process that runs `muse-tvr serve`).
+
+Models (batch = Triton's batch dimension; D = embed_dim, T = max_frames, S = image_size of the model):
+
+  muse_text         text      BYTES [batch, 1] UTF-8 captions        -> embedding FP32 [batch, D]
+  muse_video        frames    FP32  [batch, T, 3, S, S] CLIP-normalised, zero-padded
+                    mask      FP32  [batch, T] 1 = real frame         -> embedding FP32 [batch, D]
+  muse_video_bytes  video     BYTES [batch, 1] an encoded video file  -> embedding FP32 [batch, D]
+                    (decoded and sampled by engine.video.load_video, exactly as `muse-tvr encode`)
+  muse_search       text      BYTES [1, 1], k INT32 [1, 1]            -> keys BYTES [1, n], scores FP32 [1, n]
+                    (only with a gallery; n = min(k, gallery size); `search_gallery`, as `muse-tvr search`)
+
+Triton checks names, dtypes and dims against the config before a request reaches Python; the checks
+here (captions, masks, k, decodable video) raise ValueError with a message naming the request and the
+problem, which Triton returns as the request's error. PyTriton reports errors per execute call, so a bad
+request that the dynamic batcher merged with others fails those too (their clients see the same message);
+the server keeps serving.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+MODELS = ("muse_text", "muse_video", "muse_video_bytes", "muse_search")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch_size: int = 16
+    dynamic_batching: bool = True
+    queue_delay_us: int = 2000  # how long Triton waits to fill a batch; 2 ms is small beside a forward
+    exit_timeout_s: int = 5  # in-flight requests get this long at shutdown
+
+
+def _captions(requests, name: str = "text") -> list[list[str]]:
+    out = []
+    for r, req in enumerate(requests):
+        arr = req[name]
+        texts = []
+        for i, raw in enumerate(arr.reshape(-1)):
+            try:
+                text = raw.decode("utf-8") if isinstance(raw, (bytes, np.bytes_)) else str(raw)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{name}[{i}] of request {r} is not UTF-8 ({e})") from None
+            if not text.strip():
+                raise ValueError(f"{name}[{i}] of request {r} is empty: send a caption")
+            texts.append(text)
+        out.append(texts)
+    return out
+
+
+def _split(rows: np.ndarray, counts: list[int], name: str = "embedding") -> list[dict]:
+    out, start = [], 0
+    for n in counts:
+        out.append({name: rows[start:start + n]})
+        start += n
+    return out
+
+
+class MuseInference:
+    """The infer callables PyTriton calls, each `f(requests) -> responses` (lists of {name: array}, one
+    per client request). Independent of PyTriton, so they can be called directly."""
+
+    def __init__(self, model, gallery=None):
+        from ..engine.tokenizer import ClipTokenizer
+
+        self.model = model
+        self.config = model.config
+        self.gallery = gallery
+        self.tokenizer = ClipTokenizer()
+        self.frames_shape = (self.config.max_frames, 3, self.config.vision.image_size,
+                             self.config.vision.image_size)
+        self._lock = threading.Lock()  # one forward at a time: torch already uses every core per call
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        try:
+            ids = self.tokenizer(texts, self.config.max_words)
+        except ValueError as e:
+            raise ValueError(f"text: {e}") from None
+        with self._lock, torch.inference_mode():
+            return self.model.encode_text(ids).float().numpy()
+
+    def _embed_videos(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            return self.model.encode_video(torch.from_numpy(frames), torch.from_numpy(mask)).float().numpy()
+
+    def text(self, requests):
+        per = _captions(requests)
+        emb = self._embed_texts([t for ts in per for t in ts])
+        return _split(emb, [len(ts) for ts in per])
+
+    def video(self, requests):
+        frames, masks = [], []
+        for r, req in enumerate(requests):
+            f, m = np.asarray(req["frames"], np.float32), np.asarray(req["mask"], np.float32)
+            if f.shape[1:] != self.frames_shape or m.shape != f.shape[:2]:
+                raise ValueError(f"request {r}: frames must be [batch, {', '.join(map(str, self.frames_shape))}]"
+                                 f" and mask [batch, {self.frames_shape[0]}], got {list(f.shape)} and {list(m.shape)}")
+            if not np.isin(m, (0.0, 1.0)).all():
+                raise ValueError(f"request {r}: mask values must be 0 (padding) or 1 (real frame)")
+            if (m.sum(axis=1) == 0).any():
+                row = int(np.flatnonzero(m.sum(axis=1) == 0)[0])
+                raise ValueError(f"request {r}: mask row {row} has no real frame (all zeros)")
+            if not np.isfinite(f).all():
+                raise ValueError(f"request {r}: frames hold NaN or infinite values")
+            frames.append(f)
+            masks.append(m)
+        emb = self._embed_videos(np.concatenate(frames), np.concatenate(masks))
+        return _split(emb, [len(f) for f in frames])
+
+    def video_bytes(self, requests):
+        from ..engine.video import VideoError, load_video
+
+        frames, masks, counts = [], [], []
+        for r, req in enumerate(requests):
+            blobs = req["video"].reshape(-1)
+            for i, blob in enumerate(blobs):
+                if not len(blob):
+                    raise ValueError(f"video[{i}] of request {r} is empty: send the bytes of a video file")
+                # load_video reads files (PyAV probes and may decode twice); a temporary file keeps the
+                # decode exactly what `encode` does with the same bytes on disk.
+                with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
+                    tmp.write(bytes(blob))
+                    tmp.flush()
+                    try:
+                        sampled = load_video(tmp.name, size=self.config.vision.image_size,
+                                             max_frames=self.config.max_frames)
+                    except VideoError as e:
+                        reason = str(e).replace(tmp.name, "").lstrip(": ")
+                        raise ValueError(f"video[{i}] of request {r}: {reason}") from None
+                f, m = sampled.model_input_array(self.config.max_frames)
+                frames.append(f)
+                masks.append(m)
+            counts.append(len(blobs))
+        emb = self._embed_videos(np.stack(frames), np.stack(masks))
+        return _split(emb, counts)
+
+    def search(self, requests):
+        from ..commands.search import search_gallery
+
+        out = []
+        for r, req in enumerate(requests):
+            (texts,) = _captions([req])
+            k = np.asarray(req["k"]).reshape(-1)
+            if len(texts) != 1 or k.size != 1:
+                raise ValueError(f"request {r}: send one caption and one k, got {len(texts)} and {k.size}")
+            if int(k[0]) <= 0:
+                raise ValueError(f"request {r}: k must be >= 1, got {int(k[0])}")
+            try:
+                with self._lock:
+                    (hits,) = search_gallery(self.model, self.gallery, texts, int(k[0]))
+            except ValueError as e:
+                raise ValueError(f"request {r}: {e}") from None
+            keys = np.array([[h["path"].encode("utf-8") for h in hits]], dtype=object)
+            out.append({"keys": keys, "scores": np.array([[h["score"] for h in hits]], dtype=np.float32)})
+        return out
+
+
+def bind_models(triton, inference: MuseInference, options: ServeOptions) -> list[str]:
+    """Bind the MUSE models into a pytriton.triton.Triton; returns the names bound."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    cfg = inference.config
+    d = cfg.embed_dim
+
+    def config(max_batch: int, batching: bool = True) -> ModelConfig:
+        batcher = (DynamicBatcher(max_queue_delay_microseconds=options.queue_delay_us)
+                   if batching and options.dynamic_batching else None)
+        return ModelConfig(max_batch_size=max_batch, batcher=batcher)
+
+    emb = [Tensor(name="embedding", dtype=np.float32, shape=(d,))]
+    mb = options.max_batch_size
+    triton.bind("muse_text", inference.text, inputs=[Tensor(name="text", dtype=bytes, shape=(1,))],
+                outputs=emb, config=config(mb), strict=True)
+    triton.bind("muse_video", inference.video,
+                inputs=[Tensor(name="frames", dtype=np.float32, shape=inference.frames_shape),
+                        Tensor(name="mask", dtype=np.float32, shape=(cfg.max_frames,))],
+                outputs=emb, config=config(mb), strict=True)
+    # decoding dominates here and runs per video, so batching buys little; a small batch bounds memory
+    triton.bind("muse_video_bytes", inference.video_bytes, inputs=[Tensor(name="video", dtype=bytes, shape=(1,))],
+                outputs=emb, config=config(min(mb, 4)), strict=True)
+    names = ["muse_text", "muse_video", "muse_video_bytes"]
+    if inference.gallery is not None:
+        triton.bind("muse_search", inference.search,
+                    inputs=[Tensor(name="text", dtype=bytes, shape=(1,)), Tensor(name="k", dtype=np.int32, shape=(1,))],
+                    outputs=[Tensor(name="keys", dtype=bytes, shape=(-1,)),
+                             Tensor(name="scores", dtype=np.float32, shape=(-1,))],
+                    config=config(1, batching=False), strict=True)
+        names.append("muse_search")
+    return names
+
+
+def start_triton(options: ServeOptions, log=None):
+    """A started-but-empty pytriton Triton (bind models, then `.run()`), with the stub environment and
+    LD_LIBRARY_PATH set up (see stub_env)."""
+    import pytriton.server.triton_server as triton_server
+    from pytriton.triton import Triton, TritonConfig
+
+    from .stub_env import ensure_stub_env, server_env
+
+    stub = ensure_stub_env(log)
+    # PyTriton asks this function where the stub's Python lives (to put its bin/ first on PATH); the
+    # only hook it offers, so it is replaced for this process.
+    triton_server.get_triton_python_backend_python_env = lambda: stub
+    os.environ.update(server_env())  # copied into tritonserver's environment when it starts
+    cfg = TritonConfig(http_port=options.http_port, grpc_port=options.grpc_port,
+                       metrics_port=options.metrics_port, exit_timeout_secs=options.exit_timeout_s)
+    return Triton(config=cfg)

@@ -114,3 +114,12 @@ def test_scan_report_has_the_fields():
     seq = next(r for r in rows if r["kernel"] == "bidirectional_scan")
     assert seq["config"]["picked_at"]["B"] == 16 and seq["config"]["variant"] == "sequential"
     assert [lp["role"] for lp in seq["loops"]] == ["walk_first_half", "walk_second_half"]
+    # Issue 14's static targets for the configuration the engine launches at B=16 (bf16 activations,
+    # float32 B/C from the wrapper): <= 8 lane instructions per (element, state), no spills, <= 0.35 ms.
+    assert seq["instr_per_elem_state"] <= 8.0 and seq["spills"] == 0 and seq["modeled_ms"] <= 0.35, seq
+    for r in rows:
+        # one lane per (channel, direction) with its N states in registers: no shuffles, no barriers
+        for lp in r["loops"]:
+            assert lp["shfl"] == 0 and lp["bar"] == 0, (r["kernel"], lp)
+    chunk_out = next(r for r in rows if r["kernel"] == "bidirectional_scan_chunk_out")
+    assert [lp["role"] for lp in chunk_out["loops"]] == ["carry_fold", "walk_first_half", "walk_second_half"]

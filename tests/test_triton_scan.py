@@ -6,12 +6,15 @@ import torch.nn.functional as F
 
 from helpers import assert_close, upstream_refs
 from muse_tvr.kernels.selective_scan import bidirectional_scan_ref, selective_scan_ref
+from muse_tvr.kernels.selective_scan import triton_scan as tsk
 from muse_tvr.kernels.selective_scan.triton_scan import (MIN_CHUNK, bidirectional_scan_triton,
                                                          choose_variant)
 
-# (B, L, D, N, BLOCK_D): L = 1, odd L, D not a multiple of BLOCK_D, N = 16 and N = 8, batch 1 and > 1.
-# The interpreter costs ~10 ms per program-step here, so programs x L stays under ~100 per case.
-SHAPES = [(1, 1, 8, 16, 16), (2, 17, 24, 16, 16), (1, 33, 40, 8, 32), (3, 6, 7, 4, 8)]
+# (B, L, D, N, BLOCK_D): L = 1, 2, 3, odd and even L with odd and even halves, D not a multiple of
+# BLOCK_D, N = 16, 8, 4 and 12 (not a power of two), batch 1 and > 1. The interpreter costs ~10 ms per
+# program-step here, so programs x L stays under ~100 per case.
+SHAPES = [(1, 1, 8, 16, 16), (1, 2, 8, 16, 16), (1, 3, 8, 16, 8), (2, 17, 24, 16, 16), (1, 33, 40, 8, 32),
+          (3, 6, 7, 4, 8), (1, 13, 16, 12, 16)]
 # fp32: summation order only. fp16/bf16: both the kernel and the reference round y_f, y_b and the result
 # to the I/O dtype, so the error scales with |y_f| + |y_b| (the sum may cancel), not with the result; the
 # interpreter also truncates fp32 -> bf16 where a GPU rounds. Allowed: ULPS units of the dtype's epsilon
@@ -67,8 +70,10 @@ def test_sequential_matches_reference(shape, dtype):
     assert_close_matches(out, args, "sequential scan")
 
 
-# chunk sizes that do not divide L, one chunk of length 1 at the end, and a chunk longer than L.
-CHUNKED = [((2, 17, 24, 16, 16), 5), ((1, 33, 40, 8, 32), 8), ((1, 9, 8, 16, 8), 16)]
+# chunk sizes that do not divide L, one chunk of length 1 at the end, chunks of 1 and 2 tokens, a chunk
+# longer than L.
+CHUNKED = [((2, 17, 24, 16, 16), 5), ((1, 33, 40, 8, 32), 8), ((1, 9, 8, 16, 8), 16), ((1, 7, 8, 16, 8), 1),
+           ((1, 7, 8, 16, 8), 2)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d)[6:])
@@ -123,6 +128,28 @@ def test_reads_strided_views_in_place():
     assert_close(out, bidirectional_scan_ref(*[a.contiguous() for a in args]), 2e-5, 1e-4, "strided")
 
 
+def test_bc_layouts():
+    """16-bit activations with float32 B/C, B/C packed in one row (x_proj's layout: C after B), B/C rows
+    not on a vector boundary, and B/C of different dtypes in the two directions."""
+    b, length, d, n = 2, 9, 24, 16
+    args = list(scan_inputs(b, length, d, n, torch.bfloat16))
+    wide = list(args)
+    for i in (2, 3, 6, 7):
+        wide[i] = args[i].float()
+    assert_close_matches(bidirectional_scan_triton(*wide), wide, "bf16 + fp32 B/C")
+    f32 = list(scan_inputs(b, length, d, n, torch.float32))
+    for shift, (ib, ic) in ((0, (2, 3)), (3, (6, 7))):
+        xd = torch.randn(b, length, shift + 2 * n)
+        f32[ib], f32[ic] = xd[..., shift:shift + n], xd[..., shift + n:]
+    assert tsk.packed(f32[2], f32[3], f32[2], f32[3]) and not tsk.aligned([f32[6]], 4)
+    assert_close(bidirectional_scan_triton(*f32), bidirectional_scan_ref(*[a.contiguous() for a in f32]),
+                 2e-5, 1e-4, "packed / unaligned")
+    mixed = list(f32)
+    mixed[6], mixed[7] = f32[6].half(), f32[7].half()
+    assert_close(bidirectional_scan_triton(*mixed), bidirectional_scan_ref(*[a.float().contiguous() for a in mixed]),
+                 2e-5, 1e-4, "mixed B/C dtypes")
+
+
 def test_softplus_threshold_and_optional_params():
     args = list(scan_inputs(1, 5, 8, 4, torch.float32))
     args[1] = args[1] + 30.0  # dt above the softplus threshold: used as is
@@ -161,12 +188,24 @@ def test_empty_sequence_returns_empty():
 
 
 def test_variant_heuristic():
-    # MUSE's benchmark shape fills an H100 with the sequential kernel...
+    # MUSE's benchmark shape: 16 x 32 programs of one warp = 512 warps, one per scheduler of 132 SMs.
     assert choose_variant(16, 512, 3060, 16, sm_count=132) == ("sequential", 3060)
-    # ... one video does not: split L into chunks of at least MIN_CHUNK tokens.
+    # One video: 32 warps; 16 chunks of >= MIN_CHUNK tokens fill the schedulers.
     variant, chunk = choose_variant(1, 512, 3060, 16, sm_count=132)
     assert variant == "chunked" and MIN_CHUNK <= chunk < 3060
     n_chunks = -(-3060 // chunk)
-    assert 32 * n_chunks >= 2 * 132 or chunk == MIN_CHUNK
+    assert n_chunks == 16 and 32 * n_chunks <= 4 * 132
+    # Fewer than 3 chunks cannot pay for the doubled walk: B = 8 stays sequential.
+    assert choose_variant(8, 512, 3060, 16, sm_count=132) == ("sequential", 3060)
     # Too short to be worth chunking.
     assert choose_variant(1, 64, 100, 16, sm_count=132) == ("sequential", 100)
+
+
+def test_tile_and_block_rules():
+    assert tsk.tile_n(16) == (4, 4) and tsk.tile_n(12) == (4, 4) and tsk.tile_n(4) == (1, 4)
+    assert tsk.tile_n(1) == (1, 1) and tsk.num_warps_for(16) == 1 and tsk.num_warps_for(64) == 4
+    x = torch.zeros(2, 5, 16)
+    assert tsk.aligned([x], 4) and not tsk.aligned([x[..., 1:13]], 4)
+    args = scan_inputs(1, 4, 8, 4, torch.float32)
+    with pytest.raises(ValueError, match="power of two"):
+        bidirectional_scan_triton(*args, block_d=12)

@@ -50,7 +50,6 @@ MIN_PTX_VERSION = {80: 70, 86: 71, 87: 74, 89: 78, 90: 80, 100: 86, 103: 88, 120
 KERNEL_MODULES = (
     "muse_tvr.kernels.pyramid.triton_pyramid",
     "muse_tvr.kernels.selective_scan.triton_scan",
-    "muse_tvr.kernels.selective_scan.triton_scan_v2",  # prototype (issue 14), not an engine kernel yet
     "muse_tvr.kernels.causal_conv.triton_conv",
 )
 

@@ -289,11 +289,15 @@ class Entry:
 
 def scan_entries(dtypes: tuple[str, ...] = ("bf16",), shape: dict[str, int] = SHAPE,
                  sm_count: int = H200["sms"]) -> list[Entry]:
-    """The scan configurations the engine launches at B=shape["B"] and at B=1 (same L, D, N)."""
+    """The scan configurations the engine launches at B=shape["B"] and at B=1 (same L, D, N): the wrapper
+    hands the kernels float32 B/C with C after B in each row (`triton_scan.prepare_inputs`), so that is
+    what is compiled; 16-bit activations pay a (B, L, 2N) conversion pass, counted in the HBM bytes."""
     from .selective_scan import triton_scan as ts
 
     L, D, N = shape["L"], shape["D"], shape["N"]
     bd = ts.default_block_d(D, interpret=False)
+    nw = ts.num_warps_for(bd)
+    nch_tile, ch = ts.tile_n(N)
     entries = []
     for batch in dict.fromkeys((shape["B"], SMALL_BATCH)):
         variant, chunk = ts.choose_variant(batch, D, L, bd, sm_count)
@@ -301,33 +305,37 @@ def scan_entries(dtypes: tuple[str, ...] = ("bf16",), shape: dict[str, int] = SH
         for dtype in dtypes:
             e = _DTYPE_BYTES[dtype]
             bld, bln = batch * L * D, batch * L * N
-            base = {"dtype": dtype, "N": N, "BLOCK_D": bd, "BLOCK_N": triton.next_power_of_2(N),
-                    "num_warps": 1, "variant": variant, "picked_at": {"B": batch, "L": L, "D": D, "N": N}}
-            kw = {"dtype": dtype, "d_state": N, "block_d": bd}
+            # B and C of both directions read as float32; the conversion reads the 16-bit ones and writes those.
+            bc_bytes = 4 * bln * 4 + (4 * bln * (e + 4) if e != 4 else 0)
+            base = {"dtype": dtype, "bc_dtype": "fp32", "N": N, "BLOCK_D": bd, "NCH": nch_tile, "CH": ch,
+                    "num_warps": nw, "variant": variant, "picked_at": {"B": batch, "L": L, "D": D, "N": N}}
+            kw = {"dtype": dtype, "d_state": N, "block_d": bd, "bc_dtype": "fp32", "even_d": D % bd == 0,
+                  "packed_bc": True}
             es = bd * N * 2
             if variant == "sequential":
                 entries.append(Entry(
                     "bidirectional_scan", ts.__name__, "bidirectional_scan", kw, base,
-                    [TimeLoop("walk_first_half", es, L // 2), TimeLoop("walk_second_half", es, L - L // 2)],
-                    warps=batch * n_dblk,
+                    [TimeLoop("walk_first_half", es, L // 2, steps=2),
+                     TimeLoop("walk_second_half", es, L - L // 2, steps=2)],
+                    warps=batch * n_dblk * nw,
                     # u, dt (both directions) and z read once; out written twice, read once; B, C per direction
-                    hbm_bytes=(5 + 3) * bld * e + 4 * bln * e))
+                    hbm_bytes=(5 + 3) * bld * e + bc_bytes))
                 continue
             nch = triton.cdiv(L, chunk)
             cfg = {**base, "chunk": chunk, "n_chunks": nch}
             hend = batch * nch * 2 * D * N * 4 + batch * nch * 2 * D * 4
             entries.append(Entry(
                 "bidirectional_scan_chunk_state", ts.__name__, "bidirectional_scan_chunk_state", kw, cfg,
-                [TimeLoop("walk", es, chunk)], warps=batch * n_dblk * nch,
-                hbm_bytes=4 * bld * e + 2 * bln * e + hend))
-            # Each chunk-out program folds nch - 1 carries in all (pid_c forward + the rest backward).
+                [TimeLoop("walk", es, chunk, steps=2)], warps=batch * n_dblk * nch * nw,
+                hbm_bytes=4 * bld * e + 2 * bln * 4 + hend))
+            # The busiest chunk-out program folds max(pid_c, nch - 1 - pid_c) <= nch - 1 carries.
             entries.append(Entry(
                 "bidirectional_scan_chunk_out", ts.__name__, "bidirectional_scan_chunk_out", kw, cfg,
-                [TimeLoop("carry_forward", bd * N, nch - 1, scan=False),
-                 TimeLoop("carry_backward", bd * N, nch - 1, scan=False),
-                 TimeLoop("walk_first_half", es, chunk // 2), TimeLoop("walk_second_half", es, chunk - chunk // 2)],
-                warps=batch * n_dblk * nch,
-                hbm_bytes=(5 + 3) * bld * e + 4 * bln * e + hend * (nch - 1) / 2))
+                [TimeLoop("carry_fold", es, nch - 1, scan=False),
+                 TimeLoop("walk_first_half", es, chunk // 2, steps=2),
+                 TimeLoop("walk_second_half", es, chunk - chunk // 2, steps=2)],
+                warps=batch * n_dblk * nch * nw,
+                hbm_bytes=(5 + 3) * bld * e + bc_bytes + hend * (nch - 1) / 2))
     return entries
 
 
@@ -342,7 +350,7 @@ def other_entries(skip_modules: tuple[str, ...] = ("muse_tvr.kernels.selective_s
         cfg = {k: v for k, v in spec.get("constexprs", {}).items()}
         cfg.update(spec.get("options", {}))
         # A module may describe a spec's time loops for the model (SASS_MODELS: name -> f(shape) -> dict
-        # with "time_loops" [(role, elem_state, trips)], "warps", "hbm_bytes"; see triton_scan_v2).
+        # with "time_loops" [(role, elem_state, trips)], "warps", "hbm_bytes").
         model = getattr(importlib.import_module(mod), "SASS_MODELS", {}).get(name)
         if model is None:
             out.append(Entry(name, mod, name, {}, cfg))

@@ -210,7 +210,7 @@ def test_bad_requests_get_errors_and_server_keeps_serving(served, tmp_path):
         return c.infer(model, ins)
 
     ok_frames, ok_mask = np.zeros((1, t, 3, s, s), np.float32), np.ones((1, t), np.float32)
-    _expect_error(lambda: infer("muse_text", text=captions_tensor([""])), "text[0] of request 0 is empty")
+    _expect_error(lambda: infer("muse_text", text=captions_tensor([""])), "request 0: text[0] is empty")
     _expect_error(lambda: infer("muse_text", text=captions_tensor(["   "])), "is empty")
     _expect_error(lambda: infer("muse_video", frames=ok_frames.astype(np.float64), mask=ok_mask),
                   "frames", "FP64")  # Triton's own dtype check
@@ -221,7 +221,7 @@ def test_bad_requests_get_errors_and_server_keeps_serving(served, tmp_path):
     _expect_error(lambda: infer("muse_video", frames=ok_frames, mask=np.full((1, t), 0.5, np.float32)),
                   "mask values must be 0")
     _expect_error(lambda: infer("muse_video_bytes", video=np.array([[b"not a video"]], dtype=object)),
-                  "video[0] of request 0", "cannot open")
+                  "request 0: video[0]: cannot open")
     for k in (0, -3):
         _expect_error(lambda: infer("muse_search", text=captions_tensor(["a dog"]), k=np.array([[k]], np.int32)),
                       f"k must be >= 1, got {k}")

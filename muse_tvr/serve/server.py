@@ -20,11 +20,12 @@ the server keeps serving.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from .client import caption_strings, decode_videos, tokenize_captions
 
 MODELS = ("muse_text", "muse_video", "muse_video_bytes", "muse_search")
 
@@ -40,20 +41,14 @@ class ServeOptions:
     exit_timeout_s: int = 5  # in-flight requests get this long at shutdown
 
 
-def _captions(requests, name: str = "text") -> list[list[str]]:
+def _per_request(requests, fn):
+    """fn(request) for each request, its errors prefixed with the request's index in this batch."""
     out = []
     for r, req in enumerate(requests):
-        arr = req[name]
-        texts = []
-        for i, raw in enumerate(arr.reshape(-1)):
-            try:
-                text = raw.decode("utf-8") if isinstance(raw, (bytes, np.bytes_)) else str(raw)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{name}[{i}] of request {r} is not UTF-8 ({e})") from None
-            if not text.strip():
-                raise ValueError(f"{name}[{i}] of request {r} is empty: send a caption")
-            texts.append(text)
-        out.append(texts)
+        try:
+            out.append(fn(req))
+        except ValueError as e:
+            raise ValueError(f"request {r}: {e}") from None
     return out
 
 
@@ -70,25 +65,18 @@ class MuseInference:
     per client request). Independent of PyTriton, so they can be called directly."""
 
     def __init__(self, model, gallery=None):
-        from ..engine.tokenizer import ClipTokenizer
-
         self.model = model
         self.config = model.config
         self.gallery = gallery
-        self.tokenizer = ClipTokenizer()
         self.frames_shape = (self.config.max_frames, 3, self.config.vision.image_size,
                              self.config.vision.image_size)
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core per call
 
-    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+    def _embed_ids(self, ids: np.ndarray) -> np.ndarray:
         import torch
 
-        try:
-            ids = self.tokenizer(texts, self.config.max_words)
-        except ValueError as e:
-            raise ValueError(f"text: {e}") from None
         with self._lock, torch.inference_mode():
-            return self.model.encode_text(ids).float().numpy()
+            return self.model.encode_text(torch.from_numpy(ids)).float().numpy()
 
     def _embed_videos(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
         import torch
@@ -97,75 +85,50 @@ class MuseInference:
             return self.model.encode_video(torch.from_numpy(frames), torch.from_numpy(mask)).float().numpy()
 
     def text(self, requests):
-        per = _captions(requests)
-        emb = self._embed_texts([t for ts in per for t in ts])
-        return _split(emb, [len(ts) for ts in per])
+        ids = _per_request(requests, lambda req: tokenize_captions(req["text"], self.config.max_words)["ids"])
+        return _split(self._embed_ids(np.concatenate(ids)), [len(i) for i in ids])
+
+    def _check_video(self, req) -> tuple[np.ndarray, np.ndarray]:
+        f, m = np.asarray(req["frames"], np.float32), np.asarray(req["mask"], np.float32)
+        if f.shape[1:] != self.frames_shape or m.shape != f.shape[:2]:
+            raise ValueError(f"frames must be [batch, {', '.join(map(str, self.frames_shape))}] and mask "
+                             f"[batch, {self.frames_shape[0]}], got {list(f.shape)} and {list(m.shape)}")
+        if not np.isin(m, (0.0, 1.0)).all():
+            raise ValueError("mask values must be 0 (padding) or 1 (real frame)")
+        empty = np.flatnonzero(m.sum(axis=1) == 0)
+        if empty.size:
+            raise ValueError(f"mask row {int(empty[0])} has no real frame (all zeros)")
+        if not np.isfinite(f).all():
+            raise ValueError("frames hold NaN or infinite values")
+        return f, m
 
     def video(self, requests):
-        frames, masks = [], []
-        for r, req in enumerate(requests):
-            f, m = np.asarray(req["frames"], np.float32), np.asarray(req["mask"], np.float32)
-            if f.shape[1:] != self.frames_shape or m.shape != f.shape[:2]:
-                raise ValueError(f"request {r}: frames must be [batch, {', '.join(map(str, self.frames_shape))}]"
-                                 f" and mask [batch, {self.frames_shape[0]}], got {list(f.shape)} and {list(m.shape)}")
-            if not np.isin(m, (0.0, 1.0)).all():
-                raise ValueError(f"request {r}: mask values must be 0 (padding) or 1 (real frame)")
-            if (m.sum(axis=1) == 0).any():
-                row = int(np.flatnonzero(m.sum(axis=1) == 0)[0])
-                raise ValueError(f"request {r}: mask row {row} has no real frame (all zeros)")
-            if not np.isfinite(f).all():
-                raise ValueError(f"request {r}: frames hold NaN or infinite values")
-            frames.append(f)
-            masks.append(m)
-        emb = self._embed_videos(np.concatenate(frames), np.concatenate(masks))
-        return _split(emb, [len(f) for f in frames])
+        checked = _per_request(requests, self._check_video)
+        emb = self._embed_videos(np.concatenate([f for f, _ in checked]), np.concatenate([m for _, m in checked]))
+        return _split(emb, [len(f) for f, _ in checked])
 
     def video_bytes(self, requests):
-        from ..engine.video import VideoError, load_video
-
-        frames, masks, counts = [], [], []
-        for r, req in enumerate(requests):
-            blobs = req["video"].reshape(-1)
-            for i, blob in enumerate(blobs):
-                if not len(blob):
-                    raise ValueError(f"video[{i}] of request {r} is empty: send the bytes of a video file")
-                # load_video reads files (PyAV probes and may decode twice); a temporary file keeps the
-                # decode exactly what `encode` does with the same bytes on disk.
-                with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
-                    tmp.write(bytes(blob))
-                    tmp.flush()
-                    try:
-                        sampled = load_video(tmp.name, size=self.config.vision.image_size,
-                                             max_frames=self.config.max_frames)
-                    except VideoError as e:
-                        reason = str(e).replace(tmp.name, "").lstrip(": ")
-                        raise ValueError(f"video[{i}] of request {r}: {reason}") from None
-                f, m = sampled.model_input_array(self.config.max_frames)
-                frames.append(f)
-                masks.append(m)
-            counts.append(len(blobs))
-        emb = self._embed_videos(np.stack(frames), np.stack(masks))
-        return _split(emb, counts)
+        size, t = self.config.vision.image_size, self.config.max_frames
+        decoded = _per_request(requests, lambda req: decode_videos(req["video"], size, t))
+        emb = self._embed_videos(np.concatenate([d["frames"] for d in decoded]),
+                                 np.concatenate([d["mask"] for d in decoded]))
+        return _split(emb, [len(d["mask"]) for d in decoded])
 
     def search(self, requests):
         from ..commands.search import search_gallery
 
-        out = []
-        for r, req in enumerate(requests):
-            (texts,) = _captions([req])
-            k = np.asarray(req["k"]).reshape(-1)
+        def one(req):
+            texts, k = caption_strings(req["text"]), np.asarray(req["k"]).reshape(-1)
             if len(texts) != 1 or k.size != 1:
-                raise ValueError(f"request {r}: send one caption and one k, got {len(texts)} and {k.size}")
+                raise ValueError(f"send one caption and one k, got {len(texts)} and {k.size}")
             if int(k[0]) <= 0:
-                raise ValueError(f"request {r}: k must be >= 1, got {int(k[0])}")
-            try:
-                with self._lock:
-                    (hits,) = search_gallery(self.model, self.gallery, texts, int(k[0]))
-            except ValueError as e:
-                raise ValueError(f"request {r}: {e}") from None
+                raise ValueError(f"k must be >= 1, got {int(k[0])}")
+            with self._lock:
+                (hits,) = search_gallery(self.model, self.gallery, texts, int(k[0]))
             keys = np.array([[h["path"].encode("utf-8") for h in hits]], dtype=object)
-            out.append({"keys": keys, "scores": np.array([[h["score"] for h in hits]], dtype=np.float32)})
-        return out
+            return {"keys": keys, "scores": np.array([[h["score"] for h in hits]], dtype=np.float32)}
+
+        return _per_request(requests, one)
 
 
 def bind_models(triton, inference: MuseInference, options: ServeOptions) -> list[str]:

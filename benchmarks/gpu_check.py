@@ -237,6 +237,26 @@ def scan_error_ratio(out, args) -> float:
     return ((out.float() - expected).abs() / allowed).max().item()
 
 
+def upstream_bidirectional(ext, args):
+    """What Vim v2 does with mamba-ssm, as a closure over the scan's 15 (B, L, X) arguments: two
+    `selective_scan_fn` forwards (`selective_scan_cuda.fwd`) in upstream's (B, X, L) layout, the backward
+    one on flipped copies, the output flipped back and summed; returns (B, D, L)."""
+    t = lambda x: x.transpose(1, 2).contiguous()  # noqa: E731  upstream's native (B, D, L) layout
+    u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z, A_f, A_b, D_f, D_b, bf, bb = args
+    up = [t(x) for x in (u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z)]
+
+    def ssm(u, dl, A, Bm, Cm, Dv, zz, bias):
+        # selective_scan_fn's forward: B/C as (B, 1, N, L), fp32 A/D/bias; returns (out, x, out_z).
+        return ext.fwd(u, dl, A, Bm.unsqueeze(1), Cm.unsqueeze(1), Dv, zz, bias, True)[2]
+
+    def two_calls_plus_flips():
+        y_f = ssm(up[0], up[1], A_f, up[2], up[3], D_f, up[8], bf)
+        y_b = ssm(up[4].flip(-1), up[5].flip(-1), A_b, up[6].flip(-1).contiguous(),
+                  up[7].flip(-1).contiguous(), D_b, up[8].flip(-1), bb)
+        return y_f + y_b.flip(-1)
+    return two_calls_plus_flips
+
+
 def check_scan(rep: Report, a: argparse.Namespace, device) -> None:
     import torch
     from muse_tvr.kernels.selective_scan.triton_scan import (bidirectional_scan_triton, choose_variant,
@@ -294,21 +314,9 @@ def check_scan(rep: Report, a: argparse.Namespace, device) -> None:
     if ext is None:
         rep.say(f"  mamba-ssm selective_scan_cuda not usable ({why}); skipped")
         rep.data["scan_vs_mamba_ssm_reason"] = why
+        rep.data["scan_b1_vs_mamba_ssm_reason"] = why
     else:
-        t = lambda x: x.transpose(1, 2).contiguous()  # noqa: E731  upstream's native (B, D, L) layout
-        u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z, A_f, A_b, D_f, D_b, bf, bb = args
-        up = [t(x) for x in (u_f, dl_f, B_f, C_f, u_b, dl_b, B_b, C_b, z)]
-
-        def ssm(u, dl, A, Bm, Cm, Dv, zz, bias):
-            # selective_scan_fn's forward: B/C as (B, 1, N, L), fp32 A/D/bias; returns (out, x, out_z).
-            return ext.fwd(u, dl, A, Bm.unsqueeze(1), Cm.unsqueeze(1), Dv, zz, bias, True)[2]
-
-        def two_calls_plus_flips():
-            # What Vim v2 does: the backward call runs on flipped copies, the output is flipped back.
-            y_f = ssm(up[0], up[1], A_f, up[2], up[3], D_f, up[8], bf)
-            y_b = ssm(up[4].flip(-1), up[5].flip(-1), A_b, up[6].flip(-1).contiguous(),
-                      up[7].flip(-1).contiguous(), D_b, up[8].flip(-1), bb)
-            return y_f + y_b.flip(-1)
+        two_calls_plus_flips = upstream_bidirectional(ext, args)
         ref_up = two_calls_plus_flips().transpose(1, 2).float()
         ours = bidirectional_scan_triton(*args).float()
         err = (ours - ref_up).abs().max().item()
@@ -319,6 +327,15 @@ def check_scan(rep: Report, a: argparse.Namespace, device) -> None:
         ratio = best[0] / upstream_ms
         rep.say(f"  best triton / mamba-ssm = {ratio:.3f} (target <= {TARGET_SCAN_RATIO})")
         rep.data["scan_vs_mamba_ssm"] = ratio
+        # One video (B = 1): the heuristic's chunked pair against the same two upstream calls.
+        args1 = scan_inputs(1, length, d, n, _torch_dtype(a.dtype), device)
+        ours1 = median_ms(lambda: bidirectional_scan_triton(*args1), device, a.iters)
+        up1 = median_ms(upstream_bidirectional(ext, args1), device, a.iters)
+        rep.timing("triton auto B1", ours1)
+        rep.timing("mamba-ssm selective_scan_fwd x2 + flips B1", up1)
+        rep.say(f"  B=1: triton / mamba-ssm = {ours1 / up1:.3f} (target <= 1)")
+        rep.data["scan_b1_vs_mamba_ssm"] = ours1 / up1
+        del args1
     pct = percent_of_bound(best[0], bound)["bound"]
     rep.say(f"  best triton: {best[0]:.3f} ms = {pct:.1f}% of max(HBM, exp) bound (target >= "
             f"{100 * TARGET_BOUND_FRACTION:.0f}%)")
@@ -654,7 +671,7 @@ def section_video(rep: Report, a: argparse.Namespace, device) -> None:
 SECTIONS = {"preflight": section_preflight, "conv": lambda r, a, d: check_conv(r, a, d),
             "scan": lambda r, a, d: check_scan(r, a, d), "pyramid": lambda r, a, d: check_pyramid(r, a, d),
             "head": section_head, "video": section_video}
-SUMMARY_KEYS = ("scan_vs_mamba_ssm", "scan_pct_of_bound", "conv_vs_causal_conv1d", "pyramid_vs_eager",
+SUMMARY_KEYS = ("scan_vs_mamba_ssm", "scan_b1_vs_mamba_ssm", "scan_pct_of_bound", "conv_vs_causal_conv1d", "pyramid_vs_eager",
                 "head_vs_transformer_L3060", "head_vs_transformer_L12360", "video_encode_vs_eager")
 
 

@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("preflight", "conv", "scan", "pyramid", "head", "video")
-KEYS = ("card", "date", "commit", "scan_vs_mamba_ssm", "scan_pct_of_bound", "conv_vs_causal_conv1d",
+KEYS = ("card", "date", "commit", "scan_vs_mamba_ssm", "scan_b1_vs_mamba_ssm", "scan_pct_of_bound",
+        "conv_vs_causal_conv1d",
         "pyramid_vs_eager", "head_vs_transformer_L3060", "head_vs_transformer_L12360", "video_encode_vs_eager")
 
 

@@ -3,9 +3,7 @@ localhost ports, queried with tritonclient over HTTP and gRPC, compared with the
 then stopped with SIGTERM. One server for the module (tiny preset, random weights, seed 0)."""
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,38 +20,11 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from muse_tvr.commands import build_model, encode_into_gallery  # noqa: E402
 from muse_tvr.serve.client import captions_tensor, video_bytes_tensor, video_tensors  # noqa: E402
+from serve_helpers import descendants, free_ports, stop_tree, wait_ready  # noqa: E402
 
 SPEC = {"backbone": "tiny", "seed": 0}
 START_TIMEOUT_S = 240  # model build, the C++ scan build on a fresh machine, four Python-backend stubs
 ATOL = 2e-5  # the same model and CPU; batches of different sizes may round differently
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -75,28 +46,16 @@ def served(tmp_path_factory):
          "--backbone", "tiny", "--seed", "0", "--gallery", str(root / "gallery"), "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics)], stdout=log, stderr=subprocess.STDOUT)
     client = httpclient.InferenceServerClient(f"localhost:{http}")
-    deadline = time.monotonic() + START_TIMEOUT_S
-    names = ("muse_text", "muse_video", "muse_video_bytes", "muse_search")
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited with {proc.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if client.is_server_ready() and all(client.is_model_ready(n) for n in names):
-                    break
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve not ready after {START_TIMEOUT_S} s:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_ready(proc, client, ("muse_text", "muse_video", "muse_video_bytes", "muse_search"),
+                   root / "server.log", START_TIMEOUT_S)
         from muse_tvr.engine.gallery import Gallery
         yield {"proc": proc, "http": f"localhost:{http}", "grpc": f"localhost:{grpc}", "model": model,
                "clips": clips, "gallery": Gallery.open(root / "gallery"), "log": root / "server.log"}
     finally:
         client.close()
         if proc.poll() is None:  # the last test stops it; this is for a failure before that
-            proc.kill()
-            proc.wait()
+            stop_tree(proc)
         log.close()
 
 

@@ -3,8 +3,10 @@ model_config_pb2, strict text format), names/dtypes/dims agree with the exported
 ensemble steps, and each ONNX model runs in ONNX Runtime with the settings its config names (op library,
 CPU instance, a full max_batch_size batch) and gives the engine's embeddings. Tiny preset, random weights.
 
-Not covered here: a real tritonserver with the onnxruntime/tensorrt backends (docs/serving.md says what
-was verified where); the TensorRT plan below is a placeholder file, used only to check its config."""
+The Python-backend models (tokenizer, video decode) also run on PyTriton's bundled tritonserver 2.51,
+queried with tritonclient. Not covered: a tritonserver with the onnxruntime/tensorrt backends (the bundled
+one has neither; docs/serving.md says what was verified where); the TensorRT plan below is a placeholder
+file, used only to check its config."""
 from __future__ import annotations
 
 import inspect
@@ -161,3 +163,52 @@ def test_python_models_call_the_client_functions_with_their_parameters(repo):
         client.tokenize_captions(client.captions_tensor(["fine", " "]), 32)
     with pytest.raises(ValueError, match=r"video\[0\]: .*cannot open"):
         client.decode_videos(np.array([[b"junk"]], dtype=object), 32, 4)
+
+
+def test_python_models_on_bundled_tritonserver(repo, tmp_path):
+    """The generated model.py files and configs loaded by a real tritonserver: ids and frames equal the
+    engine's; a bad request gets an error naming the problem and the server keeps serving."""
+    import shutil
+
+    httpclient = pytest.importorskip("tritonclient.http")
+    pytest.importorskip("pytriton")
+    from serve_helpers import free_ports, stop_tree, wait_ready
+    from test_video import make_clip
+    from tritonclient.utils import InferenceServerException
+
+    from muse_tvr.engine.tokenizer import ClipTokenizer
+    from muse_tvr.engine.video import load_video
+    from muse_tvr.serve.bundled import start_bundled_tritonserver
+
+    sub = tmp_path / "python-models"  # the ONNX models and ensembles need backends the bundled server lacks
+    for name in ("muse_tokenizer", "muse_video_decode"):
+        shutil.copytree(repo["root"] / name, sub / name)
+    http, grpc, metrics = free_ports(3)
+    log_path = tmp_path / "tritonserver.log"
+    with open(log_path, "w") as log:
+        proc = start_bundled_tritonserver(sub, tmp_path / "work", http, grpc, metrics, log=log)
+        c = httpclient.InferenceServerClient(f"localhost:{http}")
+        try:
+            wait_ready(proc, c, ("muse_tokenizer", "muse_video_decode"), log_path, 120)
+            cfg = repo["model"].config
+            x = httpclient.InferInput("text", [2, 1], "BYTES")
+            x.set_data_from_numpy(client.captions_tensor(["a dog on a beach", "Two &amp; PEOPLE"]))
+            ids = c.infer("muse_tokenizer", [x]).as_numpy("ids")
+            assert np.array_equal(ids, ClipTokenizer().ids_array(["a dog on a beach", "Two &amp; PEOPLE"],
+                                                                 cfg.max_words))
+            clip = tmp_path / "clip.mp4"
+            make_clip(clip, 3.5, 25, seed=5)
+            v = httpclient.InferInput("video", [1, 1], "BYTES")
+            v.set_data_from_numpy(client.video_bytes_tensor([clip]))
+            r = c.infer("muse_video_decode", [v])
+            frames, mask = load_video(str(clip), size=cfg.vision.image_size,
+                                      max_frames=cfg.max_frames).model_input_array(cfg.max_frames)
+            assert np.array_equal(r.as_numpy("frames")[0], frames) and np.array_equal(r.as_numpy("mask")[0], mask)
+            bad = httpclient.InferInput("text", [1, 1], "BYTES")
+            bad.set_data_from_numpy(client.captions_tensor([""]))
+            with pytest.raises(InferenceServerException, match=r"text\[0\] is empty"):
+                c.infer("muse_tokenizer", [bad])
+            assert c.infer("muse_tokenizer", [x]).as_numpy("ids").shape == (2, cfg.max_words)  # still serving
+        finally:
+            c.close()
+            stop_tree(proc)

@@ -44,8 +44,8 @@ def _stub_ready(env: Path) -> bool:
     py = env / "bin" / "python"
     if not py.exists():
         return False
-    probe = subprocess.run([str(py), "-c", "import numpy, zmq, pytriton; print(numpy.__version__)"],
-                           capture_output=True, text=True)
+    probe = subprocess.run([str(py), "-c", "import numpy, zmq, pytriton, muse_tvr; print(numpy.__version__)"],
+                           capture_output=True, text=True, cwd="/")  # not this checkout: the installed muse_tvr
     return probe.returncode == 0 and probe.stdout.strip().startswith("1.")
 
 
@@ -65,11 +65,13 @@ def ensure_stub_env(log=None) -> Path:
                    check=True)
     site = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    # A .pth line that is a path is appended to sys.path after the venv's own site-packages: the
-    # stub's numpy 1.26 wins, everything else comes from this environment.
-    Path(site, "muse-tvr-parent-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # An `import` line in a .pth runs at start-up: the parent's site-packages join sys.path after the
+    # venv's own (the stub's numpy 1.26 wins), and addsitedir runs their .pth files too (an editable
+    # muse-tvr install is one), so the stub can import everything else from this environment.
+    parent = sysconfig.get_paths()["purelib"]
+    Path(site, "muse-tvr-parent-env.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
     if not _stub_ready(env):
-        raise RuntimeError(f"{env}: the stub environment does not import numpy 1.x, zmq and pytriton; "
+        raise RuntimeError(f"{env}: the stub environment does not import numpy 1.x, zmq, pytriton and muse_tvr; "
                            f"remove it and retry")
     return env
 

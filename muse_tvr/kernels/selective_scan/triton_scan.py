@@ -508,8 +508,9 @@ def prepare_inputs(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, 
     delta_f, delta_b = _pair(_rows("delta_f", delta_f, seq, dev), _rows("delta_b", delta_b, seq, dev))
     bc = [_rows(nm, t, st, dev) for nm, t in (("B_f", B_f), ("C_f", C_f), ("B_b", B_b), ("C_b", C_b))]
     if any(t.dtype != torch.float32 for t in bc) or len({t.stride()[:2] for t in bc}) != 1:
-        # One float32 (Bt, L, 2N) copy per direction, C after B in each row (`packed`).
-        f, b = (torch.cat(pair, dim=-1).to(torch.float32) for pair in ((bc[0], bc[1]), (bc[2], bc[3])))
+        # One float32 (Bt, L, 2N) copy per direction, C after B in each row (`packed`); x_proj's B and C
+        # slices already sit that way, so they are converted as one (Bt, L, 2N) view.
+        f, b = (_pair_f32(*pair) for pair in ((bc[0], bc[1]), (bc[2], bc[3])))
         bc = [f[..., :n], f[..., n:], b[..., :n], b[..., n:]]
     B_f, C_f, B_b, C_b = bc
     z = _rows("z", z, seq, dev)
@@ -519,6 +520,14 @@ def prepare_inputs(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, 
     return ((bsz, length, d, n), u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b,
             _vec("D_f", D_f, d, dev), _vec("D_b", D_b, d, dev),
             _vec("delta_bias_f", delta_bias_f, d, dev), _vec("delta_bias_b", delta_bias_b, d, dev))
+
+
+def _pair_f32(B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Contiguous (Bt, L, 2N) float32 copy of B then C (both directions' copies then share strides)."""
+    if packed(B, C, B, C):
+        wide = B.as_strided((*B.shape[:-1], 2 * B.shape[-1]), B.stride())
+        return wide.to(torch.float32).contiguous()
+    return torch.cat([B, C], dim=-1).to(torch.float32)
 
 
 def _aligned_f32(a: torch.Tensor) -> torch.Tensor:

@@ -157,6 +157,58 @@ def _decode_ahead(paths, load, workers: int, window: int):
             yield p, fut.result()
 
 
+def plan_encode(gallery, paths) -> tuple[list, list, dict]:
+    """Which of `paths` still need encoding into `gallery`: (todo [(path, file_key dict)], skipped
+    [keys already present for the same size and mtime], failed {path: reason} for files that vanished)."""
+    from ..engine.gallery import file_key
+
+    latest = gallery.latest()
+    todo, skipped, failed = [], [], {}
+    for p in paths:
+        try:
+            k = file_key(p)
+        except OSError as e:
+            failed[str(p)] = f"cannot stat: {e}"
+            continue
+        old = latest.get(k["key"])
+        if old and old[1].get("size") == k["size"] and old[1].get("mtime_ns") == k["mtime_ns"]:
+            skipped.append(k["key"])
+        else:
+            todo.append((p, k))
+    return todo, skipped, failed
+
+
+def sample_for_model(path, key: dict, cfg, strict: bool = False):
+    """Decode and sample one input for the model: ((frames float32 (T, 3, S, S), mask (T,)), gallery
+    entry dict). Raises VideoError / OSError for a file that cannot be used."""
+    from ..engine.video import load_video
+
+    sampled = load_video(str(path), size=cfg.vision.image_size, max_frames=cfg.max_frames, strict=strict)
+    entry = {**key, "path": os.path.abspath(path), "kind": sampled.kind, "duration": sampled.duration,
+             "fps": sampled.fps, "frame_count": sampled.frame_count, "frames_used": len(sampled.indices),
+             "indices": sampled.indices, "truncated": bool(sampled.truncated)}
+    return sampled.model_input(cfg.max_frames), entry
+
+
+def describe_failure(path, error: Exception) -> str:
+    """The per-file reason recorded for a file that could not be encoded."""
+    from ..engine.video import VideoError
+
+    if not isinstance(error, (VideoError, OSError)):
+        return f"{path}: unexpected {type(error).__name__}: {error}"
+    return str(error)
+
+
+def embed_batch(model, inputs) -> "np.ndarray":
+    """[(frames (T, 3, S, S), mask (T,))] -> float32 (B, C) unit rows, one model call."""
+    import numpy as np
+    import torch
+
+    frames = torch.stack([torch.as_tensor(f) for f, _ in inputs])
+    mask = torch.stack([torch.as_tensor(m) for _, m in inputs])
+    return model.encode_video(frames, mask).numpy().astype(np.float32)
+
+
 def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int = 8, workers: int = 2,
                         progress: bool = True, log=None, strict: bool = False) -> dict:
     """Encode `paths` (files or frame folders) into the gallery at `gallery_dir`, skipping those already
@@ -164,69 +216,43 @@ def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int =
 
     Returns {"encoded": [keys], "skipped": [keys already present], "failed": {path: reason},
              "gallery": Gallery (closed)}."""
-    import numpy as np
-    import torch
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from ..engine.gallery import Gallery, file_key
-    from ..engine.video import VideoError, load_video
+    from ..engine.gallery import Gallery
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = model.config
     gallery = Gallery.create_or_open(gallery_dir, info, cfg.embed_dim)
-    result = {"encoded": [], "skipped": [], "failed": {}}
     try:
-        latest = gallery.latest()
-        todo = []
-        for p in paths:
-            try:
-                k = file_key(p)
-            except OSError as e:
-                result["failed"][str(p)] = f"cannot stat: {e}"
-                continue
-            old = latest.get(k["key"])
-            if old and old[1].get("size") == k["size"] and old[1].get("mtime_ns") == k["mtime_ns"]:
-                result["skipped"].append(k["key"])
-            else:
-                todo.append((p, k))
-        size = cfg.vision.image_size
+        todo, skipped, failed = plan_encode(gallery, paths)
+        result = {"encoded": [], "skipped": skipped, "failed": failed}
         keys = {str(p): k for p, k in todo}
 
         def load(p):
-            return load_video(str(p), size=size, max_frames=cfg.max_frames, strict=strict)
+            return sample_for_model(p, keys[str(p)], cfg, strict)
 
         batch: list = []
 
         def flush():
             if not batch:
                 return
-            frames = torch.stack([b[1][0] for b in batch])
-            mask = torch.stack([b[1][1] for b in batch])
-            emb = model.encode_video(frames, mask).numpy().astype(np.float32)
-            gallery.add(emb, [b[2] for b in batch])
-            result["encoded"].extend(b[2]["key"] for b in batch)
+            gallery.add(embed_batch(model, [b[0] for b in batch]), [b[1] for b in batch])
+            result["encoded"].extend(b[1]["key"] for b in batch)
             bar.update(len(batch))  # counted once saved, so the bar shows durable progress
             batch.clear()
 
         bar = tqdm(total=len(todo), unit="video", desc="encode", disable=not progress, file=sys.stderr)
         for p, sampled in _decode_ahead([p for p, _ in todo], load, workers, window=2 * batch_size):
             if isinstance(sampled, Exception):
-                if not isinstance(sampled, (VideoError, OSError)):
-                    sampled = f"{p}: unexpected {type(sampled).__name__}: {sampled}"
-                result["failed"][str(p)] = str(sampled)
-                bar.write(f"skipped: {sampled}", file=sys.stderr)
+                result["failed"][str(p)] = describe_failure(p, sampled)
+                bar.write(f"skipped: {result['failed'][str(p)]}", file=sys.stderr)
                 bar.update(1)
             else:
-                k = keys[str(p)]
-                entry = {**k, "path": os.path.abspath(p), "kind": sampled.kind, "duration": sampled.duration,
-                         "fps": sampled.fps, "frame_count": sampled.frame_count,
-                         "frames_used": len(sampled.indices), "indices": sampled.indices,
-                         "truncated": bool(sampled.truncated)}
-                batch.append((p, sampled.model_input(cfg.max_frames), entry))
+                batch.append(sampled)
                 if len(batch) >= batch_size:
                     flush()
         flush()

@@ -175,36 +175,42 @@ def merge_galleries(dest, parts: list, chunk_rows: int = 65536, progress: bool =
     same unchanged file (same size and mtime) is skipped; a changed file's row supersedes the old one, as
     in `encode`. Part rows are read with checksum verification. The parts are left as they are.
     Returns {"added": rows added, "duplicates": rows skipped, "rows": len(dest)}."""
-    opened = [Gallery.open(p) for p in parts]
-    if not opened:
+    if not parts:
         raise ValueError("no galleries to merge; name one or more part galleries")
-    info, dim = opened[0].model_info, opened[0].dim
+    first = Gallery.open(parts[0])
+    with Gallery.create_or_open(dest, first.model_info, first.dim) as out:
+        return merge_into(out, parts, chunk_rows, progress)
+
+
+def merge_into(out: Gallery, parts: list, chunk_rows: int = 65536, progress: bool = True) -> dict:
+    """`merge_galleries` into a gallery already open for writing (its writer keeps the lock)."""
+    opened = [Gallery.open(p) for p in parts]
+    info, dim = out.model_info, out.dim
     for p, g in zip(parts, opened):
         if g.model_info["fingerprint"] != info["fingerprint"] or g.dim != dim:
             raise GalleryError(f"{p}: made by model {g.model_info.get('name')} (fingerprint "
-                               f"{g.model_info['fingerprint'][:16]}, dim {g.dim}), not the model of {parts[0]} "
+                               f"{g.model_info['fingerprint'][:16]}, dim {g.dim}), not the model of {out.root} "
                                f"({info['fingerprint'][:16]}, dim {dim}); merge galleries of one model only")
     added = dup = 0
-    with Gallery.create_or_open(dest, info, dim) as out:
-        latest = {k: e for k, (_, e) in out.latest().items()}
-        total = sum(len(g) for g in opened)
-        with _progress(total, "merge", progress) as bar:
-            for g in opened:
-                live = g.live_mask()
-                entries = g.entries()
-                for start, block in g.iter_chunks(chunk_rows):
-                    take = [i for i in range(len(block)) if live[start + i]
-                            and not (entries[start + i]["key"] in latest
-                                     and _same_file(latest[entries[start + i]["key"]], entries[start + i]))]
-                    dup += int(live[start:start + len(block)].sum()) - len(take)
-                    if take:
-                        new = [entries[start + i] for i in take]
-                        out.add(block[take], new)
-                        latest.update({e["key"]: e for e in new})
-                        added += len(take)
-                    bar.update(len(block))
-        failed = {k: v for g in opened for k, v in g.manifest["failed"].items() if k not in latest}
-        if failed:  # kept so that reports (and reruns of encode) still see them
-            out.record_failures(failed)
-        out.compact()  # per-batch shards of many workers become one
-        return {"added": added, "duplicates": dup, "rows": len(out)}
+    latest = {k: e for k, (_, e) in out.latest().items()}
+    total = sum(len(g) for g in opened)
+    with _progress(total, "merge", progress) as bar:
+        for g in opened:
+            live = g.live_mask()
+            entries = g.entries()
+            for start, block in g.iter_chunks(chunk_rows):
+                take = [i for i in range(len(block)) if live[start + i]
+                        and not (entries[start + i]["key"] in latest
+                                 and _same_file(latest[entries[start + i]["key"]], entries[start + i]))]
+                dup += int(live[start:start + len(block)].sum()) - len(take)
+                if take:
+                    new = [entries[start + i] for i in take]
+                    out.add(block[take], new)
+                    latest.update({e["key"]: e for e in new})
+                    added += len(take)
+                bar.update(len(block))
+    failed = {k: v for g in opened for k, v in g.manifest["failed"].items() if k not in latest}
+    if failed:  # kept so that reports (and reruns of encode) still see them
+        out.record_failures(failed)
+    out.compact()  # per-batch shards of many workers become one
+    return {"added": added, "duplicates": dup, "rows": len(out)}

@@ -7,7 +7,7 @@ The gallery (raw embeddings, keys v00000000...) is generated in chunks straight 
 memory stays at one chunk. Points come from two levels of clusters, so that a query has true near
 neighbours (as video embeddings of similar clips do) rather than the equidistant crowd of uniform random
 vectors: rows // 2000 unit centres c; 20 sub-centres each, s = normalize(c + 0.8 g); a row is
-normalize(s + 0.5 g') with g, g' ~ N(0, I/dim) (norm ~1). Queries are fresh draws of the same process.
+normalize(s + noise g') with g, g' ~ N(0, I/dim) (norm ~1), noise 0.5 by default. Queries are fresh draws of the same process.
 
 Each index build runs as its own `muse-tvr index build` process under /usr/bin/time -v (its peak RSS
 is that process's). Exact latency is measured on `--exact-queries` single-query scans (each one reads
@@ -37,19 +37,20 @@ def log(msg: str) -> None:
 class Clusters:
     """The two-level cluster process; every chunk is a pure function of (seed, chunk number)."""
 
-    def __init__(self, rows: int, dim: int, seed: int = 0, per_centre: int = 2000, subs: int = 20):
+    def __init__(self, rows: int, dim: int, seed: int = 0, per_centre: int = 2000, subs: int = 20,
+                 noise: float = 0.5):
         rng = np.random.default_rng(seed)
         n_c = max(1, rows // per_centre)
         c = rng.standard_normal((n_c, dim), dtype=np.float32)
         c /= np.linalg.norm(c, axis=1, keepdims=True)
         s = np.repeat(c, subs, axis=0) + 0.8 * rng.standard_normal((n_c * subs, dim), dtype=np.float32) / np.sqrt(dim)
         self.subs = s / np.linalg.norm(s, axis=1, keepdims=True)
-        self.dim, self.seed = dim, seed
+        self.dim, self.seed, self.noise = dim, seed, noise
 
     def draw(self, n: int, stream: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, stream])
         x = self.subs[rng.integers(len(self.subs), size=n)]
-        x = x + 0.5 * rng.standard_normal((n, self.dim), dtype=np.float32) / np.sqrt(self.dim)
+        x = x + self.noise * rng.standard_normal((n, self.dim), dtype=np.float32) / np.sqrt(self.dim)
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -122,6 +123,8 @@ def main() -> int:
     ap.add_argument("--work", required=True, help="scratch folder for the gallery (multi-GB: use /tmp)")
     ap.add_argument("--out", required=True, help="results JSON")
     ap.add_argument("--keep", action="store_true", help="keep the generated gallery")
+    ap.add_argument("--noise", type=float, default=0.5,
+                    help="row noise around its sub-centre (larger: flatter neighbourhoods, harder for ANN)")
     args = ap.parse_args()
 
     from muse_tvr.engine import ann_index
@@ -130,8 +133,8 @@ def main() -> int:
     k = 10
     work = Path(args.work)
     root = work / "gallery"
-    gen = Clusters(args.rows, args.dim)
-    res = {"rows": args.rows, "dim": args.dim, "k": k, "date": time.strftime("%Y-%m-%d"),
+    gen = Clusters(args.rows, args.dim, noise=args.noise)
+    res = {"rows": args.rows, "dim": args.dim, "k": k, "noise": args.noise, "date": time.strftime("%Y-%m-%d"),
            "host": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start", "kinds": []}
     res["generate_s"] = round(make_gallery(root, args.rows, args.dim, gen), 1)
     g = Gallery.open(root)

@@ -137,3 +137,20 @@ def test_search_query_npy_json_matches_brute_force(tmp_path, capsys):
     np.save(tmp_path / "Q8.npy", unit_rows(1, dim=8))
     assert main(["search", "--query-npy", str(tmp_path / "Q8.npy"), "--gallery", str(gdir)]) == 2
     assert "(Q, 16)" in capsys.readouterr().err
+
+
+def test_read_rows_across_shards_any_order(tmp_path):
+    emb = unit_rows(50)
+    gdir = tmp_path / "g"
+    add_embeddings(gdir, *write_inputs(tmp_path, emb, [f"k{i}" for i in range(50)]), chunk_rows=16,
+                   progress=False)
+    g = Gallery.open(gdir)
+    rows = np.array([49, 0, 15, 16, 17, 17, 3, 32, 31, 48, 1, 2])  # runs, repeats, shard edges
+    assert np.array_equal(g.read_rows(rows), emb[rows])
+    assert g.read_rows(np.array([], np.int64)).shape == (0, 16)
+    with pytest.raises(IndexError):
+        g.read_rows(np.array([50]))
+    shard = gdir / "shard-000002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(GalleryError, match="shard-000002"):
+        Gallery.open(gdir).read_rows(np.array([20]))

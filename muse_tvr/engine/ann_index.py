@@ -10,7 +10,7 @@ Kinds (`IndexSpec.choose`):
   ivf-pq  inverted lists of product-quantized codes (`m` bytes per row, default dim/8), coarse
           quantizer of `nlist` centroids (an HNSW graph over them when nlist >= 1024, so that adding 10M
           rows assigns each by a graph walk, not nlist dot products). The top `rerank` candidates of the
-          codes are re-scored exactly from the gallery's shards (memory-mapped), so returned scores are
+          codes are re-scored exactly from the gallery's shards (pread of those rows), so returned scores are
           true cosines and recall does not stop at what 8-bit codes can rank.
   hnsw    an HNSW graph over full float32 vectors (`m` links per node): fast and accurate, but holds
           rows x dim x 4 bytes plus the graph in memory and builds slowly; not for 10M on a 24 GiB box

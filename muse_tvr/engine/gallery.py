@@ -137,7 +137,7 @@ class Gallery:
         self._verified: set[str] = set()  # shard embedding files whose checksum matched in this open
         self._keys: set[str] | None = None
         self._lock_fd = -1
-        self._maps: dict[str, np.ndarray] = {}  # shard name -> memory map of its embeddings (read_rows)
+        self._layout: dict[str, int] = {}  # shard name -> byte offset of its embeddings (read_rows)
         self._offsets = np.cumsum([0] + [s["rows"] for s in manifest["shards"]])
 
     # --- opening ---
@@ -327,34 +327,48 @@ class Gallery:
         return _sha256("\n".join(parts).encode())
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """float32 (n, dim) rows in the given order, read through memory maps of the shard files (only
-        the pages holding them are touched: the exact re-ranking step of an ANN search).
+        """float32 (n, dim) rows in the given order, read with positioned reads (pread) of just those rows:
+        the exact re-ranking step of an ANN search, and an index's training sample.
 
         Unlike `iter_chunks` this does not re-hash whole shards (that would cost a full scan per query):
         each shard's header and size are checked against the manifest; `iter_chunks` (any exact search,
-        `index build`, `gallery export`) verifies the checksums."""
+        `index build`, `gallery export`) verifies the checksums. pread, not a memory map: mapped pages
+        would count in the process's resident memory and stay mapped in a long-running server."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), self.dim), np.float32)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"row out of range for a gallery of {len(self)}")
         shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        row_bytes = self.dim * 4
         for i in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == i)
-            out[sel] = self._shard_map(int(i))[rows[sel] - int(self._offsets[i])]
+            local = rows[sel] - int(self._offsets[i])
+            order = np.argsort(local, kind="stable")
+            s = self.manifest["shards"][int(i)]
+            path = self.root / (s["name"] + ".safetensors")
+            with open(path, "rb", buffering=0) as f:
+                data_start = self._data_start(f, path, s)
+                fd = f.fileno()
+                # Runs of consecutive rows are one read each.
+                srt = local[order]
+                breaks = np.flatnonzero(np.diff(srt) != 1) + 1
+                for run in np.split(np.arange(len(srt)), breaks):
+                    first, n = int(srt[run[0]]), len(run)
+                    buf = os.pread(fd, n * row_bytes, data_start + first * row_bytes)
+                    if len(buf) != n * row_bytes:
+                        raise GalleryError(f"{path}: file is truncated")
+                    block = np.frombuffer(buf, np.float32).reshape(n, self.dim)
+                    out[sel[order[run]]] = block[srt[run] - first]
         return out
 
-    def _shard_map(self, i: int) -> np.ndarray:
-        s = self.manifest["shards"][i]
-        maps = self._maps
-        if s["name"] not in maps:
-            path = self.root / (s["name"] + ".safetensors")
-            with open(path, "rb") as f:
-                data_start, rows = _embedding_layout(f, path, self.dim)
-            if rows != s["rows"]:
-                raise GalleryError(f"{path}: holds {rows} rows, manifest says {s['rows']}")
-            maps[s["name"]] = np.memmap(path, dtype=np.float32, mode="r", offset=data_start,
-                                        shape=(rows, self.dim))
-        return maps[s["name"]]
+    def _data_start(self, f, path: Path, shard: dict) -> int:
+        if shard["name"] not in self._layout:
+            data_start, rows = _embedding_layout(f, path, self.dim)
+            if rows != shard["rows"] or os.fstat(f.fileno()).st_size < data_start + rows * self.dim * 4:
+                raise GalleryError(f"{path}: holds {rows} rows or is shorter than them, manifest says "
+                                   f"{shard['rows']}")
+            self._layout[shard["name"]] = data_start
+        return self._layout[shard["name"]]
 
     def embeddings(self, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
         """All embeddings (or the given rows, in the given order) as one float32 array."""

@@ -206,7 +206,7 @@ def embed_batch(model, inputs) -> "np.ndarray":
 
     frames = torch.stack([torch.as_tensor(f) for f, _ in inputs])
     mask = torch.stack([torch.as_tensor(m) for _, m in inputs])
-    return model.encode_video(frames, mask).numpy().astype(np.float32)
+    return model.encode_video(frames, mask).float().cpu().numpy().astype(np.float32)
 
 
 def encode_into_gallery(model, info: dict, paths, gallery_dir, batch_size: int = 8, workers: int = 2,

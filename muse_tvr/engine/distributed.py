@@ -115,11 +115,11 @@ class _Encoder:
                           for f, m in inputs]
             emb = embed_batch(self.model, inputs)
             self.gallery.add(emb, [json.loads(batch["entry"][i]) for i in ok])
-        _test_hook_die(self.gallery.root)
+            _test_hook_die()
         return {"path": batch["path"], "error": batch["error"]}
 
 
-def _test_hook_die(part: Path) -> None:
+def _test_hook_die() -> None:
     """For the killed-worker test only: MUSE_TVR_TEST_KILL_AFTER_SHARD=<marker file> makes the first
     actor that finds no marker die (os._exit) right after saving a shard, before Ray hears of the batch."""
     marker = os.environ.get("MUSE_TVR_TEST_KILL_AFTER_SHARD")
@@ -220,14 +220,15 @@ def ray_encode(spec: dict, paths, gallery_dir, address: str = "local", workers: 
             # Fractional CPUs: on a small local cluster the actors must not starve the decode tasks.
             ds = ds.map(_decode_row, fn_kwargs={"cfg": cfg, "strict": strict}, num_cpus=0.5)
             hook = {k: v for k, v in os.environ.items() if k == "MUSE_TVR_TEST_KILL_AFTER_SHARD"}
+            # Ray Data restarts a dead actor and retries its batch (max_restarts and max_task_retries
+            # are -1 by default for actor pools); the merge drops the rows that batch had already saved.
             ds = ds.map_batches(_Encoder, batch_size=batch_size,
                                 compute=ray.data.ActorPoolStrategy(size=workers),
                                 num_cpus=0.5, num_gpus=1 if gpus >= workers else 0,
                                 runtime_env={"env_vars": hook} if hook else None,
                                 fn_constructor_kwargs={"spec": spec, "fingerprint": info["fingerprint"],
                                                        "gallery_dir": str(Path(gallery_dir).resolve()),
-                                                       "threads": threads, "backend": backend},
-                                max_restarts=-1, max_task_retries=3)
+                                                       "threads": threads, "backend": backend})
             bar = tqdm(total=len(todo), unit="video", desc="encode (ray)", disable=not progress,
                        file=sys.stderr)
             for row in ds.iter_rows():

@@ -123,17 +123,40 @@ def run_cell(url: str, model: str, video_cfg: dict, concurrency: int, seconds: f
             "load_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
+def markdown(rows: list[dict]) -> str:
+    """One table: a row per (backbone, model, clients), batching on and off side by side."""
+    cells = {(r["backbone"], r["model"], r["concurrency"], r["dynamic_batching"]): r for r in rows}
+    out = ["| backbone | model | clients | batching on: req/s | p50 ms | p99 ms "
+           "| batching off: req/s | p50 ms | p99 ms |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for b, m, c in dict.fromkeys((r["backbone"], r["model"], r["concurrency"]) for r in rows):
+        line = f"| {b} | {m} | {c} |"
+        for batching in (True, False):
+            r = cells.get((b, m, c, batching))
+            line += f" {r['req_per_s']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |" if r else " - | - | - |"
+        out.append(line)
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", nargs="+", default=["tiny"])
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
+    p.add_argument("--batching", nargs="+", default=["on", "off"], choices=["on", "off"],
+                   help="dynamic batching settings to run (default both)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--table", default=None, metavar="RESULTS.json",
+                   help="print a results file as markdown; run nothing")
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(markdown(json.load(f)["rows"]))
+        return 0
     rows = []
     for backbone in args.backbone:
-        for batching in (True, False):
+        for batching in [b == "on" for b in args.batching]:
             log_path = f"/tmp/muse-serve-bench-{os.getpid()}.log"
             proc, url, video_cfg = start_server(backbone, batching, log_path)
             try:
@@ -144,7 +167,8 @@ def main(argv=None) -> int:
                         rows.append(row)
                         print(f"{backbone:9s} batching={'on ' if batching else 'off'} {model:10s} "
                               f"c={conc:<2d} {row['req_per_s']:8.2f} req/s  p50 {row['p50_ms']:8.1f} ms  "
-                              f"p99 {row['p99_ms']:8.1f} ms  ({row['requests']} requests, load {row['load_1min']})", flush=True)
+                              f"p99 {row['p99_ms']:8.1f} ms  ({row['requests']} requests, "
+                              f"load {row['load_1min']})", flush=True)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=120)
@@ -155,6 +179,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    print(markdown(rows))
     return 0
 
 

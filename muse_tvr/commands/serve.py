@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run each request alone (Triton's dynamic batcher off)")
     p.add_argument("--queue-delay-us", type=non_negative, default=2000,
                    help="dynamic batcher: longest wait to fill a batch, microseconds (default 2000)")
+    p.add_argument("--shm-mb", type=positive, default=64,
+                   help="each Python model's shared-memory pool, initial size and growth step in MiB (default 64; "
+                        "/dev/shm must hold about 4x this: docker run --shm-size)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                            f"(or --backbone/--seed) that `encode` used")
     options = ServeOptions(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                            max_batch_size=args.max_batch_size, dynamic_batching=not args.no_dynamic_batching,
-                           queue_delay_us=args.queue_delay_us)
+                           queue_delay_us=args.queue_delay_us, shm_mb=args.shm_mb)
     stop = threading.Event()
     # Handlers first: a SIGTERM during start-up still reaches the `finally` that stops tritonserver.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -39,6 +39,7 @@ class ServeOptions:
     dynamic_batching: bool = True
     queue_delay_us: int = 2000  # how long Triton waits to fill a batch; 2 ms is small beside a forward
     exit_timeout_s: int = 5  # in-flight requests get this long at shutdown
+    shm_mb: int = 64  # each Python model's shared-memory pool: initial size and growth step, MiB
 
 
 def _per_request(requests, fn):
@@ -169,6 +170,7 @@ def start_triton(options: ServeOptions, log=None):
     """A started-but-empty pytriton Triton (bind models, then `.run()`), with the stub environment and
     LD_LIBRARY_PATH set up (see stub_env)."""
     import pytriton.server.triton_server as triton_server
+    import pytriton.triton as pytriton_triton
     from pytriton.triton import Triton, TritonConfig
 
     from .stub_env import ensure_stub_env, server_env
@@ -178,6 +180,12 @@ def start_triton(options: ServeOptions, log=None):
     # only hook it offers, so it is replaced for this process.
     triton_server.get_triton_python_backend_python_env = lambda: stub
     os.environ.update(server_env())  # copied into tritonserver's environment when it starts
+    # PyTriton starts each Python model's pool at 4 MiB growing by 1 MiB (for Docker's 64 MiB /dev/shm).
+    # One ViT-B/32 video request is 7 MiB; with 16 of them in flight unbatched the stub went "not
+    # healthy" (once tritonserver segfaulted) while the pool grew step by step. Module globals, read when
+    # Triton() builds its configuration.
+    pytriton_triton.INITIAL_BACKEND_SHM_SIZE = options.shm_mb << 20
+    pytriton_triton.GROWTH_BACKEND_SHM_SIZE = options.shm_mb << 20
     cfg = TritonConfig(http_port=options.http_port, grpc_port=options.grpc_port,
                        metrics_port=options.metrics_port, exit_timeout_secs=options.exit_timeout_s)
     return Triton(config=cfg)

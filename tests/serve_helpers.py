@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from muse_tvr.serve.server import descendant_pids as descendants  # noqa: F401  (the tests' name)
+
 
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
@@ -37,23 +39,6 @@ def wait_ready(proc, client, models, log: Path, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"server not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
 
 
 def stop_tree(proc, timeout_s: float = 30) -> None:

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import importlib.util
+    import os
     import signal
     import sys
     import threading
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"`muse-tvr serve` needs {', '.join(missing)}: pip install 'muse-tvr[serve]' and "
                          f"pip install --no-deps nvidia-pytriton==0.7.0 (docs/serving.md says why --no-deps)")
-    from ..serve.server import MuseInference, ServeOptions, bind_models, start_triton
+    from ..serve.server import (MuseInference, ServeOptions, bind_models, descendant_pids, kill_leftovers,
+                                start_triton)
     from . import build_model, model_spec, random_weights_banner
 
     gallery = None
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     triton = start_triton(options)
+    tree: set[int] = set()
     try:
         names = bind_models(triton, MuseInference(model, gallery), options)
         triton.run()
@@ -69,9 +72,14 @@ def run(args: argparse.Namespace) -> int:
               f"{'on' if options.dynamic_batching else 'off'}) on http://localhost:{options.http_port} and "
               f"grpc localhost:{options.grpc_port}; Ctrl-C stops", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
+            tree = descendant_pids(os.getpid())  # tritonserver and its stubs, for the clean-up below
             if not triton.is_alive():
                 raise RuntimeError("tritonserver exited on its own; see its log above")
     finally:
         triton.stop()
+        tree |= descendant_pids(os.getpid())
+        left = kill_leftovers(tree)
+        if left:
+            print(f"killed {len(left)} process(es) tritonserver left behind: {left}", file=sys.stderr)
         print("stopped", file=sys.stderr, flush=True)
     return 0

@@ -28,6 +28,7 @@ import numpy as np
 from .client import caption_strings, decode_videos, tokenize_captions
 
 MODELS = ("muse_text", "muse_video", "muse_video_bytes", "muse_search")
+TRITON_PROCESSES = ("tritonserver", "triton_python_b")  # /proc/PID/comm of the server and its stubs
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,47 @@ def bind_models(triton, inference: MuseInference, options: ServeOptions) -> list
                     config=config(1, batching=False), strict=True)
         names.append("muse_search")
     return names
+
+
+def descendant_pids(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc; Linux)."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def kill_leftovers(pids: set[int]) -> list[int]:
+    """SIGKILL those of `pids` still running; returns them. For the Python stubs a tritonserver that
+    crashed on its way out leaves behind (seen once: a segfault while stopping with requests in flight,
+    the stub re-parented to init)."""
+    import signal
+
+    from pathlib import Path
+
+    killed = []
+    for pid in sorted(pids):
+        try:
+            # only Triton's own processes (comm is cut at 15 characters), never a pid reused by another
+            if not Path(f"/proc/{pid}/comm").read_text().strip().startswith(TRITON_PROCESSES):
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (OSError, ProcessLookupError):
+            pass
+    return killed
 
 
 def start_triton(options: ServeOptions, log=None):

@@ -252,3 +252,5 @@ def test_sigterm_stops_cleanly(served):
     alive = [p for p in family if Path(f"/proc/{p}").exists() and
              "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]
     assert not alive, f"left running: {alive}"
+    leaked = list(Path("/dev/shm").glob(f"pytrtion{proc.pid}-*"))
+    assert not leaked, f"shared memory left: {leaked}"

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"`muse-tvr serve` needs {', '.join(missing)}: pip install 'muse-tvr[serve]' and "
                          f"pip install --no-deps nvidia-pytriton==0.7.0 (docs/serving.md says why --no-deps)")
     from ..serve.server import (MuseInference, ServeOptions, bind_models, descendant_pids, kill_leftovers,
-                                start_triton)
+                                remove_shared_memory, start_triton)
     from . import build_model, model_spec, random_weights_banner
 
     gallery = None
@@ -81,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         left = kill_leftovers(tree)
         if left:
             print(f"killed {len(left)} process(es) tritonserver left behind: {left}", file=sys.stderr)
+        remove_shared_memory(os.getpid())
         print("stopped", file=sys.stderr, flush=True)
     return 0

@@ -208,6 +208,22 @@ def kill_leftovers(pids: set[int]) -> list[int]:
     return killed
 
 
+def remove_shared_memory(pid: int) -> list[str]:
+    """Unlink the Python backend's shared-memory regions of the PyTriton server started by process `pid`
+    (PyTriton names them pytrtion<pid>-<random>-...). A stub that is killed or a tritonserver that
+    crashes does not unlink them, and each holds --shm-mb of /dev/shm until reboot. Call once stopped."""
+    import glob
+
+    removed = []
+    for path in glob.glob(f"/dev/shm/pytrtion{pid}-*"):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
 def start_triton(options: ServeOptions, log=None):
     """A started-but-empty pytriton Triton (bind models, then `.run()`), with the stub environment and
     LD_LIBRARY_PATH set up (see stub_env)."""

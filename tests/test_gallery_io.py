@@ -137,6 +137,9 @@ def test_search_query_npy_json_matches_brute_force(tmp_path, capsys):
     np.save(tmp_path / "Q8.npy", unit_rows(1, dim=8))
     assert main(["search", "--query-npy", str(tmp_path / "Q8.npy"), "--gallery", str(gdir)]) == 2
     assert "(Q, 16)" in capsys.readouterr().err
+    (tmp_path / "junk.npy").write_text("not numpy")
+    assert main(["search", "--query-npy", str(tmp_path / "junk.npy"), "--gallery", str(gdir)]) == 2
+    assert "not a .npy array" in capsys.readouterr().err
 
 
 def test_read_rows_across_shards_any_order(tmp_path):

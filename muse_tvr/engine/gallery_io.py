@@ -66,9 +66,14 @@ def _read_keys(path, n: int):
 
 def query_vectors(path) -> np.ndarray:
     """float32 (Q, D) queries from a .npy (a single (D,) vector is one query), normalised to unit rows."""
-    arr = np.load(path, allow_pickle=False) if os.path.isfile(path) else None
-    if arr is None:
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"query file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a .npy array ({e}); save query vectors with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path}: holds several arrays; save one (Q, D) array with numpy.save")
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():

@@ -35,13 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.video import find_videos
 
+    if args.shard:  # a malformed option is refused before the inputs are walked
+        from ..engine.distributed import parse_shard, select_shard
+
+        i, n = parse_shard(args.shard)
     videos, ignored = find_videos(args.inputs)
     if not videos:
         raise ValueError(f"no videos found in {args.inputs} (looked for video files and frame folders)")
     if args.shard:
-        from ..engine.distributed import parse_shard, select_shard
-
-        i, n = parse_shard(args.shard)
         total, videos = len(videos), select_shard(videos, i, n)
         print(f"shard {i}/{n}: {len(videos)} of {total} inputs", file=sys.stderr)
     if args.ray:

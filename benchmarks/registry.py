@@ -26,8 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-import muse_tvr  # noqa: F401  (registers every engine backend, "ort" included)
-from muse_tvr.engine import backend as engine_backends
+from muse_tvr.engine import backend as engine_backends  # names() loads the plugin backends ("ort")
 from muse_tvr.engine.config import MuseConfig
 
 ENGINE_BACKENDS = tuple(n for n in engine_backends.names() if n != "auto")

@@ -104,19 +104,22 @@ def _fetch(pu, pdt, pB, pC, jidx, md, N: tl.constexpr, CH: tl.constexpr, ALIGN: 
     PACKED: C_t follows B_t in the same row (pC unused): one address stream, C at constant offsets."""
     u = tl.load(pu, mask=md, other=0.0)
     x = tl.load(pdt, mask=md, other=0.0)
-    if EVEN_N:
-        b = tl.load(_state_ptrs(pB, jidx, CH, ALIGN))
-    else:
-        b = tl.load(_state_ptrs(pB, jidx, CH, ALIGN), mask=jidx < N, other=0.0)
+    b = _state_row(pB, jidx, N, CH, ALIGN, EVEN_N)
     c = b
-    if PACKED:
-        pC = pB + N
     if LOAD_C:
-        if EVEN_N:
-            c = tl.load(_state_ptrs(pC, jidx, CH, ALIGN))
-        else:
-            c = tl.load(_state_ptrs(pC, jidx, CH, ALIGN), mask=jidx < N, other=0.0)
+        if PACKED:
+            pC = pB + N
+        c = _state_row(pC, jidx, N, CH, ALIGN, EVEN_N)
     return u, x, b, c
+
+
+@triton.jit
+def _state_row(p, jidx, N: tl.constexpr, CH: tl.constexpr, ALIGN: tl.constexpr, EVEN_N: tl.constexpr):
+    """N values at each lane's p as a [NCH, BLOCK, CH] tile, 0 past N (no mask when N fills the tile)."""
+    if EVEN_N:
+        return tl.load(_state_ptrs(p, jidx, CH, ALIGN))
+    else:
+        return tl.load(_state_ptrs(p, jidx, CH, ALIGN), mask=jidx < N, other=0.0)
 
 
 @triton.jit
@@ -153,13 +156,21 @@ def _step(s, cu, cx, cb, cc, pu, pdt, pB, pC, po, pz, st_u, st_dt, st_bc, st_o, 
         cu_n, cx_n, cb_n, cc_n = cu, cx, cb, cc
     s, y, _ = _advance(s, cu, cx, cb, cc, A2, Dv, bias, FAST)
     if COMBINE:
-        part = tl.load(po, mask=md, other=0.0).to(tl.float32)
-        o = (y.to(ot).to(tl.float32) + part) * _silu(tl.load(pz, mask=md, other=0.0), FAST)
-        tl.store(po, o.to(ot), mask=md)
+        _combine(po, pz, y, md, FAST)
         pz += st_z
     else:
         tl.store(po, y.to(ot), mask=md)
     return s, cu_n, cx_n, cb_n, cc_n, pu, pdt, pB, pC, po + st_o, pz
+
+
+@triton.jit
+def _combine(po, pz, y, md, FAST: tl.constexpr):
+    """Second half of the walk: the slot at po holds the other direction's rounded y; add this lane's
+    rounded y, gate with silu(z) and store the result."""
+    ot = po.dtype.element_ty
+    part = tl.load(po, mask=md, other=0.0).to(tl.float32)
+    o = (y.to(ot).to(tl.float32) + part) * _silu(tl.load(pz, mask=md, other=0.0), FAST)
+    tl.store(po, o.to(ot), mask=md)
 
 
 @triton.jit
@@ -203,9 +214,7 @@ def _walk_and_combine(s, n, pu, pdt, pB, pC, pz, po, st_u, st_dt, st_bc, st_z, s
         s, y, _ = _advance(s, cu, cx, cb, cc, A2, Dv, bias, FAST)
         tl.store(po, y.to(ot), mask=md & is_f)
         tl.debug_barrier()
-        part = tl.load(po, mask=md & ~is_f, other=0.0).to(tl.float32)
-        o = (y.to(ot).to(tl.float32) + part) * _silu(tl.load(pz, mask=md, other=0.0), FAST)
-        tl.store(po, o.to(ot), mask=md & ~is_f)
+        _combine(po, pz, y, md & ~is_f, FAST)
         po += st_o
         pz += st_z
         cu, cx, cb, cc = nu, nx, nb, nc
@@ -524,7 +533,7 @@ def prepare_inputs(u_f, delta_f, B_f, C_f, u_b, delta_b, B_b, C_b, z, A_f, A_b, 
 
 def _pair_f32(B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """Contiguous (Bt, L, 2N) float32 copy of B then C (both directions' copies then share strides)."""
-    if packed(B, C, B, C):
+    if _adjacent(B, C):
         wide = B.as_strided((*B.shape[:-1], 2 * B.shape[-1]), B.stride())
         return wide.to(torch.float32).contiguous()
     return torch.cat([B, C], dim=-1).to(torch.float32)
@@ -539,9 +548,13 @@ def _aligned_f32(a: torch.Tensor) -> torch.Tensor:
 def packed(B_f: torch.Tensor, C_f: torch.Tensor, B_b: torch.Tensor, C_b: torch.Tensor) -> bool:
     """C starts N elements after B in the same rows, in both directions (x_proj's output slices, or the
     float32 copy `prepare_inputs` makes), so the kernels read B_t and C_t from one address."""
-    n = B_f.shape[-1]
-    return all(C.data_ptr() == B.data_ptr() + n * B.element_size() and C.stride() == B.stride()
-               and C.dtype == B.dtype for B, C in ((B_f, C_f), (B_b, C_b)))
+    return _adjacent(B_f, C_f) and _adjacent(B_b, C_b)
+
+
+def _adjacent(B: torch.Tensor, C: torch.Tensor) -> bool:
+    """C starts N elements after B, with B's dtype and strides."""
+    return (C.data_ptr() == B.data_ptr() + B.shape[-1] * B.element_size() and C.stride() == B.stride()
+            and C.dtype == B.dtype)
 
 
 def aligned(ts: list[torch.Tensor], ch: int) -> bool:

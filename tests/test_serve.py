@@ -129,7 +129,7 @@ def test_video_frames_and_bytes_equal_engine_and_gallery(served):
 
 
 def test_search_equals_search_gallery(served):
-    from muse_tvr.commands.search import search_gallery
+    from muse_tvr.engine.jobs import search_gallery
 
     query, k = "a colourful pattern", 2
     want = search_gallery(served["model"], served["gallery"], [query], k)[0]

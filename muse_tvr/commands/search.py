@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine.jobs import search_gallery  # the search job itself; `run` calls it
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from . import add_model_args
@@ -29,34 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, default_backbone=None, backend=False)  # text only: the learner never runs
     p.set_defaults(func=run)
-
-
-def search_gallery(model, gallery, queries: list[str], k: int, chunk_rows: int = 16384, *,
-                   exact: bool = False, nprobe: int | None = None, ef: int | None = None,
-                   rerank: int | None = None) -> list[list[dict]]:
-    """Per query, the top-k live gallery rows: dicts with rank, score (cosine), logit (the model's
-    exp(logit_scale) * cosine), row and the row's metadata. Uses the gallery's index when it is fresh
-    (see `muse_tvr.engine.ann_index.search`); `exact` forces the scan."""
-    import math
-
-    from ..engine import ann_index
-    from ..engine.tokenizer import ClipTokenizer
-
-    ids = ClipTokenizer()(queries, model.config.max_words)
-    text = model.encode_text(ids).numpy()
-    scores, rows, _ = ann_index.search(gallery, text, k, chunk_rows, exact=exact, nprobe=nprobe, ef=ef,
-                                       rerank=rerank)
-    scale = math.exp(float(model.clip.logit_scale.detach().float()))
-    out = []
-    for qi in range(len(queries)):
-        hits = []
-        for rank, (s, r) in enumerate(zip(scores[qi], rows[qi]), start=1):
-            e = gallery.entry(int(r))
-            hits.append({"rank": rank, "score": round(float(s), 6), "logit": round(float(s) * scale, 4),
-                         "row": int(r), "path": e["path"], "duration": e.get("duration"),
-                         "frames_used": e.get("frames_used")})
-        out.append(hits)
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ def _ray():
 
 def _decode_row(row: dict, cfg, strict: bool) -> dict:
     """Ray map task: one input -> frames float32 (T, 3, S, S), mask (T,), entry JSON, or an error."""
-    from ..commands import describe_failure, sample_for_model
+    from .jobs import describe_failure, sample_for_model
 
     key = json.loads(row["key"])
     try:
@@ -88,7 +88,7 @@ class _Encoder:
     """Ray actor: the model, and a part gallery it alone writes."""
 
     def __init__(self, spec: dict, fingerprint: str, gallery_dir: str, threads: int, backend: str):
-        from ..commands import build_model
+        from .jobs import build_model
         from .gallery import Gallery
 
         import torch
@@ -104,7 +104,7 @@ class _Encoder:
         self.gallery = Gallery.create_or_open(part, info, self.model.config.embed_dim)
 
     def __call__(self, batch: dict) -> dict:
-        from ..commands import embed_batch
+        from .jobs import embed_batch
 
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         if ok:
@@ -187,7 +187,7 @@ def ray_encode(spec: dict, paths, gallery_dir, address: str = "local", workers: 
     to ray.init (e.g. "auto", "ray://head:10001"). Returns the same dict as `encode_into_gallery`."""
     from tqdm import tqdm
 
-    from ..commands import build_model, plan_encode, random_weights_banner
+    from .jobs import build_model, plan_encode, random_weights_banner
     from .gallery import Gallery
 
     if batch_size < 1 or workers < 1:

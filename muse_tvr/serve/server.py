@@ -117,7 +117,7 @@ class MuseInference:
         return _split(emb, [len(d["mask"]) for d in decoded])
 
     def search(self, requests):
-        from ..commands.search import search_gallery
+        from ..engine.jobs import search_gallery
 
         def one(req):
             texts, k = caption_strings(req["text"]), np.asarray(req["k"]).reshape(-1)
